@@ -1,0 +1,50 @@
+# Two entry points on a fresh machine (see README.md):  `make lab`  and  `make test`.
+# Everything is installed into .venv by the project itself; nothing is assumed to be there.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.eelab-installed
+# The CPU wheel of this version lies on the machine's disk. Installing torch FIRST matters: an unpinned
+# torch pulled in by `pip install -e .` would be a multi-GB CUDA build. The package itself does not pin
+# torch, so Colab keeps its own CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: lab test install check-sync nbtest pytest readme clean-runs
+
+$(STAMP): settings.ini setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(STAMP)
+
+## The main job: experiments 001 and 002, reference and clean recipes, tables printed.
+lab: $(STAMP)
+	$(VENV)/bin/eelab-lab
+
+## Every test: library/notebooks/README in sync, every notebook (nbdev_test), then pytest.
+test: $(STAMP) check-sync nbtest pytest
+
+check-sync: $(STAMP)
+	@before="$$(git status --porcelain)"; \
+	$(VENV)/bin/nbdev_export && $(VENV)/bin/nbdev_clean && $(PY) tools/build_readme.py; \
+	after="$$(git status --porcelain)"; \
+	if [ "$$before" != "$$after" ]; then \
+	  echo "FAIL: nbdev_export / nbdev_clean / tools/build_readme.py changed files: edit the notebooks, export, clean, rebuild README, commit."; \
+	  git status --porcelain; git --no-pager diff --stat; exit 1; fi; \
+	echo "sync: library, notebooks and README.md are up to date"
+
+nbtest: $(STAMP)
+	$(VENV)/bin/nbdev_test --timing
+
+pytest: $(STAMP)
+	$(PY) -m pytest tests -q -ra --durations=15
+
+readme: $(STAMP)
+	$(PY) tools/build_readme.py
+
+clean-runs:
+	rm -rf _runs test-artifacts

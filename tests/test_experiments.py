@@ -1,0 +1,87 @@
+"""Every experiment notebook, re-run by papermill with smoke parameters, and its results.json checked (issue #3)."""
+import json, os
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted((ROOT / "nbs" / "experiments").glob("[0-9]*.ipynb"))
+TIMEOUT_S = 600          # per notebook; a smoke run takes well under a minute
+PASSED = dict(smoke=True, seed=1, new_tokens=12, timing_repeats=3, warmup=1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_data_dir(tmp_path_factory):
+    "Each test session trains from scratch in its own data folder (the kernels inherit the environment)."
+    old = os.environ.get("EELAB_DATA")
+    os.environ["EELAB_DATA"] = str(tmp_path_factory.mktemp("eelab-data"))
+    yield
+    if old is None: os.environ.pop("EELAB_DATA")
+    else: os.environ["EELAB_DATA"] = old
+
+
+def run(name, out_dir, **params):
+    from eelab.lab import run_experiment
+    return run_experiment(name, out_dir, params, timeout=TIMEOUT_S)
+
+
+def check_common(r):
+    for phase in ("phase1", "phase2"):
+        for k in ("ppl", "acc", "hard_ppl"): assert r["metrics"]["reported"][phase][k] is not None, (phase, k)
+    assert r["metrics"]["reported"]["phase2"]["hard_ppl"] < r["metrics"]["reported"]["phase1"]["hard_ppl"]
+    for k, v in PASSED.items():
+        assert r["parameters"][k] == v, k
+        if k in r["config"]: assert r["config"][k] == v, k
+    assert r["smoke"] is True and r["config"]["corpus"] == "synthetic"
+    assert r["training"]["threshold"] > 0 and r["training"]["epochs"]["phase1"][0] >= 1
+
+
+def check_001(r):
+    kv, fake = r["kv_cache"], r["fake_exit"]
+    assert kv["same_tokens"] is True and kv["max_logit_diff"] < 1e-4
+    assert len(kv["tokens"]) == PASSED["new_tokens"]
+    for k in ("median", "q1", "q3", "min", "max"): assert kv["speedup"][k] > 0
+    assert kv["speedup"]["repeats"] == PASSED["timing_repeats"] and len(kv["cached_s"]["all"]) == PASSED["timing_repeats"]
+    o = fake["over_split"]
+    assert o["shallow"] + o["deep"] == o["tokens"] and 0 <= o["shallow_ratio"] <= 1
+    assert abs(o["theoretical_cost"] - (o["shallow"] * 2 + o["deep"] * 4) / (o["tokens"] * 4)) < 1e-12
+    g = fake["generation"]
+    assert g["shallow"] + g["deep"] == PASSED["new_tokens"]
+    assert g["layer_forwards"] == g["full_depth_layer_forwards"] == PASSED["new_tokens"] * 4 and g["actual_saving"] == 0
+
+
+def check_002(r):
+    te = r["true_exit"]
+    n = PASSED["new_tokens"]
+    assert te["shallow"] + te["deep"] == te["new_tokens"] == n == len(te["exit_layers"])
+    assert te["decode"]["layer_forwards"] == te["formula_numerator"] == te["shallow"] * te["exit_layer"] + te["deep"] * te["n_layers"]
+    assert abs(te["reference_cost"] - te["formula_numerator"] / (n * te["n_layers"])) < 1e-12
+    assert abs(te["savings"] - (1 - te["reference_cost"])) < 1e-12
+    assert sum(e < te["n_layers"] for e in te["exit_layers"]) == te["shallow"]
+    assert te["decode"]["head_evals"] == te["shallow"] + 2 * te["deep"]        # a deep token pays for both heads
+    for k in ("standard_s", "early_exit_s"): assert r["speed"][k]["median"] > 0
+    assert r["speed"]["speedup"]["repeats"] == PASSED["timing_repeats"]
+    f = r["comparison"]["fake_over_split"]
+    assert f["shallow"] + f["deep"] == f["tokens"]
+
+
+CHECKS = {"001_kv_cache": check_001, "002_true_exit": check_002}
+
+
+@pytest.mark.parametrize("nb", EXPERIMENTS, ids=lambda p: p.stem)
+def test_experiment_smoke(nb, tmp_path):
+    assert nb.stem in CHECKS, f"{nb.name} has no results.json checks in tests/test_experiments.py: add them"
+    r = run(nb.stem, tmp_path / nb.stem, **PASSED)
+    assert r["experiment"] == nb.stem and r["schema"] == "eelab.results/1"
+    check_common(r)
+    CHECKS[nb.stem](r)
+    assert (tmp_path / nb.stem / f"{nb.stem}.ipynb").exists()                 # the executed notebook is kept beside it
+
+
+@pytest.mark.parametrize("nb", EXPERIMENTS[:1], ids=lambda p: p.stem)
+def test_invalid_parameter_fails_by_name(nb, tmp_path):
+    import papermill as pm
+    out = tmp_path / "bad"
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        run(nb.stem, out, smoke=True, dim=65)                                 # 65 is not a multiple of 4 heads
+    assert "ConfigError" in str(err.value) and "dim=65" in str(err.value)
+    assert not (out / "results.json").exists()
