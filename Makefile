@@ -38,7 +38,8 @@ check-sync: $(STAMP)
 	echo "sync: library, notebooks and README.md are up to date"
 
 nbtest: $(STAMP)
-	$(VENV)/bin/nbdev_test --timing
+	# one thread per notebook: nbdev_test runs two notebooks at once on two cores, and OpenMP threads would fight
+	OMP_NUM_THREADS=1 $(VENV)/bin/nbdev_test --timing
 
 pytest: $(STAMP)
 	$(PY) -m pytest tests -q -ra --durations=15
