@@ -64,7 +64,35 @@ def check_002(r):
     assert f["shallow"] + f["deep"] == f["tokens"]
 
 
-CHECKS = {"001_kv_cache": check_001, "002_true_exit": check_002}
+def check_003(r):
+    F = r["flaws"]
+    names = ("1_leakage", "2_train_inference_mismatch", "3_shared_head_retrained", "4_positions_and_quality",
+             "5_compute_accounting", "6_timing", "7_sample_size")
+    assert list(F) == list(names)
+    for k in names: assert F[k]["before"] is not None and F[k]["after"] is not None and F[k]["what"], k
+    f1 = F["1_leakage"]
+    assert f1["before"]["split"] == "valid" and f1["after"]["split"] == "test" and f1["after"]["hard_ppl"] > 0
+    f2 = F["2_train_inference_mismatch"]
+    assert f2["before"]["hard_ppl"] > 0 and f2["after"]["hard_ppl"] > 0
+    f3 = F["3_shared_head_retrained"]
+    assert f3["after"]["max_confidence_change"] == 0                       # clean: the head is frozen, the shallow exit cannot move
+    assert f3["after"]["exit_fraction_phase1"] == f3["after"]["exit_fraction_phase2"]
+    f4 = F["4_positions_and_quality"]
+    assert f4["full_model"]["agreement"] == 1.0 and "true positions, skip" in f4["variants"]
+    for v in f4["variants"].values(): assert 0 <= v["agreement"] <= 1 and v["full_model_ppl"] > 0
+    f5 = F["5_compute_accounting"]
+    assert f5["never_exit"]["flop_cost"] > 1                               # never exiting pays a second head and the softmax
+    assert f5["never_exit"]["head_evals"] == 2 * f5["never_exit"]["new_tokens"]
+    assert all(h == PASSED["new_tokens"] + d for h, d in zip(f5["skip_run_head_evals"], f5["skip_run_deep"]))
+    f6 = F["6_timing"]
+    assert len(f6["before"]["single_runs"]) == f6["before"]["runs_repeats"] >= 2 and f6["after"]["repeats"] == PASSED["timing_repeats"]
+    f7 = F["7_sample_size"]
+    for g in (f7["before"], f7["after"], f7["test_split_teacher_forced"]):
+        assert g["shallow"] + g["deep"] == g["n"] and g["ci_low"] <= g["shallow_ratio"] <= g["ci_high"]
+    assert f7["before"]["n"] == PASSED["new_tokens"] and f7["after"]["n"] > f7["before"]["n"]
+
+
+CHECKS = {"001_kv_cache": check_001, "002_true_exit": check_002, "003_honest_exit": check_003}
 
 
 @pytest.mark.parametrize("nb", EXPERIMENTS, ids=lambda p: p.stem)
