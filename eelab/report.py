@@ -16,7 +16,7 @@ from .model import WorkMeter
 __all__ = ['REFERENCE', 'ANCHOR', 'SMOKE', 'SMOKE_RUN', 'EXIT_COLOURS', 'TABLES', 'in_test', 'resolve_parameters', 'spread',
            'time_interleaved', 'layer_cost', 'fake_exit_over_split', 'side_by_side', 'pct', 'exit_strip', 'plain',
            'write_results', 'reported_prompt', 'common_results', 'training_table', 'exp001_table', 'true_exit_table',
-           'speed_table', 'comparison_table', 'tables_for']
+           'speed_table', 'comparison_table', 'flaws_table', 'tables_for']
 
 # %% ../nbs/07_report.ipynb #0d333a9e
 REFERENCE = dict(  # the reference experiment reports, WikiText-2
@@ -152,7 +152,7 @@ def common_results(experiment: str, smoke: bool, parameters: dict, cfg, trained,
                       exit_threshold_used=trained.exit_threshold, history=trained.history),
         metrics=dict(trained.metrics), reference=REFERENCE, anchor=ANCHOR)
 
-# %% ../nbs/07_report.ipynb #2e33f03a
+# %% ../nbs/07_report.ipynb #faec8387
 def training_table(results: dict):
     "The reference's training table: PPL, Acc, Hard PPL per phase, threshold and epochs."
     rep, tr = results["metrics"]["reported"], results["training"]
@@ -221,8 +221,29 @@ def comparison_table(results: dict):
         ("Decisions behind the ratio: fake / true", None, None, f"{fake['tokens']:,} / {te['new_tokens']}"),
     ])
 
+#| export
+def flaws_table(results: dict):
+    "Experiment 003: the seven flaws, before and after their fix."
+    F = results["flaws"]
+    fmt = lambda x: x if isinstance(x, str) else f"{x:.4g}"
+    moved = lambda d: pct(d["exit_fraction_phase2"] - d["exit_fraction_phase1"])
+    width = lambda d: pct(d["ci_high"] - d["ci_low"])
+    return side_by_side([
+        ("1 leakage: phase-2 Hard PPL", fmt(F["1_leakage"]["before"]["hard_ppl"]), fmt(F["1_leakage"]["after"]["hard_ppl"])),
+        ("2 length-1 training: Hard PPL (length 1 / in context)", fmt(F["2_train_inference_mismatch"]["before"]["hard_ppl"]),
+         fmt(F["2_train_inference_mismatch"]["after"]["hard_ppl"])),
+        ("3 shared head: exit fraction moved by phase 2", moved(F["3_shared_head_retrained"]["before"]), moved(F["3_shared_head_retrained"]["after"])),
+        ("4 positions: agreement with the full model", pct(F["4_positions_and_quality"]["before"]["agreement"]),
+         pct(F["4_positions_and_quality"]["after"]["agreement"])),
+        ("5 accounting: cost vs cached decoding (layers / FLOPs)", pct(F["5_compute_accounting"]["before"]["cost"]),
+         pct(F["5_compute_accounting"]["after"]["cost"])),
+        ("6 timing: speedup (one run / interleaved median)", f"{F['6_timing']['before']['speedup']:.2f}x", f"{F['6_timing']['after']['speedup']:.2f}x"),
+        ("7 sample size: 95% interval width of the shallow ratio", width(F["7_sample_size"]["before"]), width(F["7_sample_size"]["after"])),
+    ], columns=("before", "after"))
+
 TABLES = {"001_kv_cache": dict(training=training_table, exp001=exp001_table),
-          "002_true_exit": dict(training=training_table, true_exit=true_exit_table, speed=speed_table, comparison=comparison_table)}
+          "002_true_exit": dict(training=training_table, true_exit=true_exit_table, speed=speed_table, comparison=comparison_table),
+          "003_honest_exit": dict(training=training_table, flaws=flaws_table)}
 
 def tables_for(results: dict) -> dict:
     "{name: DataFrame} of every table of the experiment that wrote `results`."
