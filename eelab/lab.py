@@ -11,7 +11,7 @@ from .report import tables_for, ANCHOR
 # %% auto #0
 __all__ = ['EXPERIMENTS', 'LAB_EXPERIMENTS', 'repo_root', 'run_experiment', 'print_tables', 'run_lab', 'main']
 
-# %% ../nbs/08_lab.ipynb #9806a082
+# %% ../nbs/08_lab.ipynb #130e74db
 EXPERIMENTS = ("001_kv_cache", "002_true_exit", "003_honest_exit")
 LAB_EXPERIMENTS = EXPERIMENTS[:2]   # what `make lab` runs by default: the reference's two experiments
 
@@ -21,14 +21,14 @@ def repo_root() -> Path:
         if (parent / "settings.ini").is_file() and (parent / "nbs" / "experiments").is_dir(): return parent
     raise FileNotFoundError("eelab's experiment notebooks were not found: run from a clone of the eelab repository")
 
-def run_experiment(name: str, out_dir, parameters: dict | None = None, timeout: int | None = None, log_output: bool = False) -> dict:
-    "Execute nbs/experiments/<name>.ipynb with papermill into out_dir; return its results.json."
+def run_experiment(name: str, out_dir, parameters: dict | None = None, timeout: int | None = None, stream: bool = False) -> dict:
+    "Execute nbs/experiments/<name>.ipynb with papermill into out_dir; return its results.json. `stream`: echo its prints here."
     import papermill as pm
     nb = repo_root() / "nbs" / "experiments" / f"{name}.ipynb"
     if not nb.is_file(): raise FileNotFoundError(f"no experiment notebook {nb}; experiments: {', '.join(EXPERIMENTS)}")
     out_dir = Path(out_dir).resolve(); out_dir.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(str(nb), str(out_dir / f"{name}.ipynb"), parameters={**(parameters or {}), "out_dir": str(out_dir)},
-                        kernel_name="python3", cwd=str(nb.parent), progress_bar=False, log_output=log_output,
+                        kernel_name="python3", cwd=str(nb.parent), progress_bar=False, stdout_file=sys.stdout if stream else None,
                         execution_timeout=timeout)
     return json.loads((out_dir / "results.json").read_text())
 
@@ -47,7 +47,7 @@ def _literal(text: str):
     try: return ast.literal_eval(text)
     except (ValueError, SyntaxError): return text
 
-# %% ../nbs/08_lab.ipynb #45a5a6f8
+# %% ../nbs/08_lab.ipynb #73daf576
 def run_lab(argv=None) -> dict:
     "make lab: run the experiments for each recipe, print their tables and the wall times; returns a summary."
     ap = argparse.ArgumentParser(prog="eelab-lab", description="Run eelab's experiment notebooks with papermill and print their tables.")
@@ -65,7 +65,7 @@ def run_lab(argv=None) -> dict:
         for name in args.experiments:
             t0 = time.perf_counter()
             print(f"\n### running {name} with the {recipe} recipe ...", flush=True)
-            results = run_experiment(name, out / recipe / name, dict(recipe=recipe, smoke=args.smoke, **extra))
+            results = run_experiment(name, out / recipe / name, dict(recipe=recipe, smoke=args.smoke, **extra), stream=True)
             walls[f"{recipe}/{name}"] = time.perf_counter() - t0
             print_tables(results)
             print(f"({name}, {recipe}: {walls[f'{recipe}/{name}']:.0f} s wall; training "

@@ -33,7 +33,7 @@ ANCHOR = dict(  # the reference's code on the Shakespeare split, 2 CPU cores (sh
     kv_speedup_single=2.21, kv_speedup_median=2.02, early_exit_speedup_single=0.94, early_exit_speedup_median=0.995,
     experiment_wall_s=1051, phase1_s=580, phase2_s=400)
 
-# %% ../nbs/07_report.ipynb #46f813f3
+# %% ../nbs/07_report.ipynb #aac21a19
 SMOKE = dict(corpus="synthetic", seq_len=16, dim=32, num_heads=2, phase1_samples=600, eval_samples=200, batch_size=16,
              phase1_max_epochs=3, phase2_max_epochs=3, phase2_lr=1e-3)
 SMOKE_RUN = dict(new_tokens=16, timing_repeats=3, warmup=1)   # notebook parameters shrunk the same way
@@ -45,11 +45,16 @@ def resolve_parameters(params: dict, defaults: dict) -> tuple[ExperimentConfig, 
     defaults (its parameters cell); smoke values replace only values still equal to them."""
     smoke = params.get("smoke")
     smoke = in_test() if smoke is None else bool(smoke)
-    run = dict(params)
+    run = {k: v for k, v in params.items() if k != "config"}
     if smoke:
         for k, v in {**SMOKE, **SMOKE_RUN}.items():
             if k not in defaults or run.get(k, defaults[k]) == defaults[k]: run[k] = v
-    cfg = config_from_params(run)
+    extra = params.get("config") or {}          # any other ExperimentConfig field, e.g. {"phase2_max_epochs": 5}
+    if not isinstance(extra, dict): raise ConfigError("config", extra, "a dict of ExperimentConfig fields")
+    known = {f.name for f in fields(ExperimentConfig)}
+    for k in extra:
+        if k not in known: raise ConfigError(k, extra[k], f"a known field; known fields: {', '.join(sorted(known))}")
+    cfg = config_from_params({**run, **extra})
     return cfg, run, smoke
 
 # %% ../nbs/07_report.ipynb #5d86ba38

@@ -83,7 +83,7 @@ def token_stats(model: EarlyExitLM, windows: torch.Tensor, exit_layers=None, bat
 
 def ppl(nll: torch.Tensor) -> float: return math.exp(nll.double().mean().item()) if len(nll) else float("nan")
 
-# %% ../nbs/05_train.ipynb #828313bd
+# %% ../nbs/05_train.ipynb #70b5e3f7
 def _unique_tensors(module, prefix=""):
     "A module's state with shared tensors stored once (safetensors refuses aliases)."
     seen, tensors = set(), {}
@@ -104,6 +104,7 @@ def save_checkpoint(path, tensors: dict, meta: dict):
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp"); os.close(fd)
     try:
         save_file(tensors, tmp, metadata={"eelab": json.dumps(meta)})
+        os.chmod(tmp, 0o644)                                               # mkstemp makes it private; checkpoints are shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.remove(tmp)
