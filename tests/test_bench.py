@@ -56,7 +56,7 @@ def test_configs_and_guard():
     assert bench_config("reference", "full") == ExperimentConfig()
     with pytest.raises(ValueError): bench_config("huge")
     with pytest.raises(ValueError): bench_config("scale", "forever")
-    assert exit_kwargs("skip") in ({}, {"fill": "skip"})
+    assert exit_kwargs("skip") == {"fill": "skip", "estimator": None}
     rows = [dict(policy="skip", estimator="softmax_max", threshold=0.5, measured_speedup=1.6, agreement=0.96, shallow_ratio=0.5, efficiency=0.95),
             dict(policy="skip", estimator="softmax_max", threshold=0.2, measured_speedup=2.0, agreement=0.80, shallow_ratio=0.8, efficiency=0.92)]
     t = targets(dict(rows=rows))
