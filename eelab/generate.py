@@ -16,7 +16,7 @@ from .cache import KVCache, SplitCache
 __all__ = ['FILL_POLICIES', 'GENERATORS', 'max_softmax', 'next_token', 'GenerationResult', 'no_cache', 'cached', 'fake_exit',
            'ExitState', 'kv_project', 'kv_fill_flops', 'true_exit', 'generate', 'recompute_skip_pattern', 'full_cache']
 
-# %% ../nbs/04_generate.ipynb #3c9ddfec
+# %% ../nbs/04_generate.ipynb #2455bfc2
 def max_softmax(logits: torch.Tensor) -> torch.Tensor:
     "Largest softmax probability of logits (..., V) -> (...): the reference's confidence."
     logits = logits.float()
@@ -25,7 +25,8 @@ def max_softmax(logits: torch.Tensor) -> torch.Tensor:
 def next_token(logits: torch.Tensor, temperature: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
     "Next token (B,) from logits (B, V): greedy at temperature 0, else one uniform draw per row inverted through the CDF."
     if temperature == 0: return logits.argmax(-1)
-    probs = F.softmax(logits.float() / temperature, dim=-1)               # (B, V)
+    probs = F.softmax(logits.double() / temperature, dim=-1)              # (B, V); float64: the CDF of a 60k vocabulary is
+                                                                          # summed exactly enough that equal logits give equal tokens
     gen_device = generator.device if generator is not None else logits.device
     u = torch.rand(logits.shape[0], 1, generator=generator, device=gen_device).to(logits.device)  # (B, 1)
     return torch.searchsorted(probs.cumsum(-1), u).squeeze(-1).clamp_(max=logits.shape[-1] - 1)

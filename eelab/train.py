@@ -236,10 +236,10 @@ class TrainedRun:
     @property
     def exit_threshold(self) -> float: return self.cfg.exit_threshold if self.cfg.exit_threshold is not None else self.threshold
 
-# %% ../nbs/05_train.ipynb #798fcb05
-def evaluate_split(model, windows, batch_size, hard_mask=None) -> dict:
-    "{exit: dict(ppl, acc[, hard_ppl, hard_acc, hard_tokens])} on the full batches of `windows`."
-    stats = token_stats(model, windows, batch_size=batch_size)
+# %% ../nbs/05_train.ipynb #b284f27a
+def evaluate_split(model, windows, batch_size, hard_mask=None, stats=None) -> dict:
+    "{exit: dict(ppl, acc[, hard_ppl, hard_acc, hard_tokens])} on the full batches of `windows` (or on `stats` already computed)."
+    stats = stats if stats is not None else token_stats(model, windows, batch_size=batch_size)
     out = {}
     for e, s in stats.items():
         row = dict(ppl=ppl(s["nll"]), acc=s["correct"].float().mean().item(), tokens=len(s["nll"]))
@@ -374,15 +374,15 @@ def _load_run(cfg, corpus, folder, device) -> TrainedRun:
     model, meta = load_model(folder / "phase2.safetensors", device)
     return TrainedRun(cfg, corpus, phase1, model, meta["threshold"], meta["metrics"], meta["history"], meta["seconds"], folder, reused=True)
 
-# %% ../nbs/05_train.ipynb #f1e7845a
+# %% ../nbs/05_train.ipynb #b99253d2
 def _evaluate_run(cfg, phase1, model, windows, threshold, mined, hard, device) -> dict:
     e, L, bs = cfg.phase1_layers, cfg.phase2_layers, cfg.batch_size
     metrics = dict(phase1={}, phase2={})
     for split in ("valid", "test"):
         # hard tokens of a split: the phase-1 model's confidence below the threshold (the reference: on validation)
-        conf1 = token_stats(phase1, windows[split], (e,), bs)[e]["confidence"]
-        mask = (conf1 < threshold) if not (cfg.recipe == "reference" and split == "valid") else hard
-        metrics["phase1"][split] = evaluate_split(phase1, windows[split], bs, mask)[e]
+        stats1 = token_stats(phase1, windows[split], (e,), bs)                 # one pass: confidences and metrics
+        mask = (stats1[e]["confidence"] < threshold) if not (cfg.recipe == "reference" and split == "valid") else hard
+        metrics["phase1"][split] = evaluate_split(phase1, windows[split], bs, mask, stats=stats1)[e]
         both = evaluate_split(model, windows[split], bs, mask)
         metrics["phase2"][split] = both[L]
         metrics["phase2"][f"{split}_shallow_exit"] = both[e]                # the shallow exit after phase 2 (moved? flaw 3)
