@@ -130,18 +130,18 @@ def _generate(method, model, prompt, n_new, step, temperature, generator, cache,
     return GenerationResult(method, tokens, P, exits, confs, upper, prefill, decode, model.n_layers, exit_layer,
                             threshold, seconds, torch.stack(kept, 1) if keep_logits else None, flop_model(model), cache)
 
-# %% ../nbs/04_generate.ipynb #85cd3d9f
+# %% ../nbs/04_generate.ipynb #b7941bb9
 def _exit_or_top(model, exit_layer):
     exit_layer = exit_layer or model.n_layers
     if exit_layer not in model.exit_layers: raise ConfigError("exit_layer", exit_layer, f"one of the model's exits {model.exit_layers}")
     return exit_layer
 
 def no_cache(model: EarlyExitLM, prompt, n_new: int, temperature=0.0, generator=None, exit_layer=None, keep_logits=False):
-    "Recompute the whole sequence through layers 1..exit_layer at every step (no KV cache)."
+    "Recompute the whole sequence through layers 1..exit_layer and the head at every step (no KV cache), like model(tokens)[:, -1]."
     exit_layer = _exit_or_top(model, exit_layer)
     def step(pos, tokens, positions, meter):
         h = model.forward_layers(model.embed(tokens[:, :pos + 1]), 0, exit_layer, positions[:pos + 1], None, meter)
-        return model.exit_logits(h[:, -1:], exit_layer, meter)[:, -1], exit_layer, float("nan"), exit_layer == model.n_layers
+        return model.exit_logits(h, exit_layer, meter)[:, -1], exit_layer, float("nan"), exit_layer == model.n_layers
     return _generate("no_cache", model, prompt, n_new, step, temperature, generator, None, exit_layer, keep_logits=keep_logits)
 
 def cached(model: EarlyExitLM, prompt, n_new: int, temperature=0.0, generator=None, exit_layer=None, keep_logits=False):
