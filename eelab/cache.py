@@ -49,7 +49,7 @@ class KVCache:
     def lengths(self) -> list[int]: return [layer.length for layer in self.layers]
     def __repr__(self): return f"{type(self).__name__}(lengths={self.lengths}, max_len={self.max_len})"
 
-# %% ../nbs/03_cache.ipynb #a74e5980
+# %% ../nbs/03_cache.ipynb #c1f3ff8e
 class SplitCache(KVCache):
     "A KVCache split at `exit_layer`: lower layers always updated, upper layers only for tokens that go deep."
     def __init__(self, n_layers: int, exit_layer: int, max_len: int, reference_positions: bool = False):
@@ -64,6 +64,8 @@ class SplitCache(KVCache):
     @property
     def upper_positions(self) -> list[int]: return self.upper[0].held_positions()
 
-    def upper_position(self, true_position: int) -> int:
-        "The position the upper layers rotate a new token by: its true one, or (reference bug) the upper cache's length."
-        return self.upper[0].length if self.reference_positions else true_position
+    def upper_position(self, true_positions: torch.Tensor) -> torch.Tensor:
+        "Positions (T,) the upper layers rotate new tokens by: their true ones, or (reference bug) counted on from the upper cache's length."
+        if not self.reference_positions: return true_positions
+        n = self.upper[0].length
+        return torch.arange(n, n + len(true_positions), device=true_positions.device)

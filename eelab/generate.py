@@ -202,7 +202,7 @@ def kv_fill_flops(model: EarlyExitLM) -> int:
     "FLOPs of one token's K/V projection in one layer: (C -> 2C) at 2 FLOPs a multiply-add."
     return 2 * model.config.dim * 2 * model.config.dim
 
-# %% ../nbs/04_generate.ipynb #124fbc2a
+# %% ../nbs/04_generate.ipynb #d8ecbfce
 def true_exit(model: EarlyExitLM, prompt, n_new: int, threshold: float, temperature=0.0, generator=None,
               exit_layer=None, reference_positions=False, keep_logits=False, fill: str = "skip", estimator=None):
     "Early exit that skips the upper layers when the shallow confidence >= threshold (batch size 1)."
@@ -215,11 +215,6 @@ def true_exit(model: EarlyExitLM, prompt, n_new: int, threshold: float, temperat
     cache = SplitCache(model.n_layers, e, P + n_new, reference_positions=reference_positions)
     L = model.n_layers
     queue, processed, fills = [], [], [0]        # recompute: (step, h, position) waiting; steps that entered the cache
-
-    def upper_positions(true_positions):         # where the upper layers rotate these tokens (the bug, if asked)
-        if not reference_positions: return true_positions
-        n = cache.upper[0].length
-        return torch.arange(n, n + len(true_positions), device=true_positions.device)
 
     def step(pos, tokens, positions, meter):
         p = positions[pos:pos + 1]
@@ -235,23 +230,24 @@ def true_exit(model: EarlyExitLM, prompt, n_new: int, threshold: float, temperat
         meter.confidence_evals += 1
         if conf >= threshold:                                              # exit: layers e+1..L do not run
             if fill == "propagate":                                        # ...but their K/V projections do
-                up = upper_positions(p)
+                up = cache.upper_position(p)
                 r = model.rope(up)
                 for i in range(e, L):
                     cache[i].append(*kv_project(model.layers[i], h, r), up)
                 fills[0] += L - e
                 return logits(), e, conf, True
             if fill == "recompute": queue.append((pos - P + 1, h, p)); return logits(), e, conf, False
-            if fill == "oracle": model.forward_layers(h, e, L, upper_positions(p), cache, meter); return logits(), e, conf, True
+            if fill == "oracle": model.forward_layers(h, e, L, cache.upper_position(p), cache, meter); return logits(), e, conf, True
             return logits(), e, conf, False
         if fill == "recompute" and queue:                                  # the queue goes up with this token
             processed.extend(s for s, _, _ in queue)
             hs = torch.cat([q[1] for q in queue] + [h], 1)                 # (1, T, C)
             ps = torch.cat([q[2] for q in queue] + [p])                    # (T,) true positions, increasing
             queue.clear()
-            out = model.forward_layers(hs, e, L, upper_positions(ps), cache, meter)[:, -1:]
+            out = model.forward_layers(hs, e, L, cache.upper_position(ps), cache, meter)[:, -1:]
         else:
-            out = model.forward_layers(h, e, L, upper_positions(p), cache, meter)
+            up = cache.upper_position(p)                                   # true position: reuse the lower layers' rotary table
+            out = model.forward_layers(h, e, L, up, cache, meter, rope if up is p else None)
         return model.exit_logits(out, L, meter)[:, -1], L, conf, True
 
     res = _generate("true_exit", model, prompt, n_new, step, temperature, generator, cache, e, threshold, keep_logits)

@@ -14,9 +14,9 @@ from .data import load_corpus, make_windows, iterate_batches, Corpus
 from .model import EarlyExitLM, ModelConfig, extend
 
 # %% auto #0
-__all__ = ['fused_linear_cross_entropy', 'token_stats', 'ppl', 'save_checkpoint', 'read_checkpoint', 'save_model', 'load_model',
-           'TrainingInterrupted', 'train_phase', 'run_key', 'checkpoint_dir', 'TrainedRun', 'evaluate_split',
-           'length_one_ppl', 'train_two_phase', 'smoke_config', 'plot_history']
+__all__ = ['SMOKE', 'fused_linear_cross_entropy', 'token_stats', 'ppl', 'save_checkpoint', 'read_checkpoint', 'save_model',
+           'load_model', 'TrainingInterrupted', 'train_phase', 'run_key', 'checkpoint_dir', 'TrainedRun',
+           'evaluate_split', 'length_one_ppl', 'train_two_phase', 'smoke_config', 'plot_history']
 
 # %% ../nbs/05_train.ipynb #c9d14b90
 class _FusedLinearCrossEntropy(torch.autograd.Function):
@@ -287,12 +287,11 @@ def _weighted_hard_loss(L, ratio):
         return fused_linear_cross_entropy(model.forward_hidden(x)[L], model.head(L).proj.weight, y, w.to(x.device).float())
     return loss_fn
 
-# %% ../nbs/05_train.ipynb #541734f8
+# %% ../nbs/05_train.ipynb #04b52614
 def train_two_phase(cfg: ExperimentConfig, progress: bool = True, interrupt_after_steps: dict | None = None) -> TrainedRun:
     """Phase 1, hard-example mining, threshold, phase 2 and evaluation for `cfg.recipe`; cached by config.
     `interrupt_after_steps={"phase1": n}` (tests) stops phase 1 after n optimizer steps, like a killed process."""
     device = pick_device(cfg.device)
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
     corpus = load_corpus(cfg)
     folder = checkpoint_dir(cfg)
     interrupt = interrupt_after_steps or {}
@@ -395,12 +394,13 @@ def _evaluate_run(cfg, phase1, model, windows, threshold, mined, hard, device) -
                                                                  hard_ppl=metrics[f"phase{p}"][split]["hard_ppl"]) for p in (1, 2)})
     return metrics
 
-# %% ../nbs/05_train.ipynb #ed18df10
+# %% ../nbs/05_train.ipynb #6be91e99
+SMOKE = dict(corpus="synthetic", tokenizer="word", seq_len=16, dim=32, num_heads=2, phase1_samples=600, eval_samples=200,
+             batch_size=16, phase1_max_epochs=3, phase2_max_epochs=3, phase2_lr=1e-3)   # the smoke variant's config fields
+
 def smoke_config(**overrides) -> ExperimentConfig:
     "A tiny, fast config on the synthetic corpus (tests, quick tours)."
-    return ExperimentConfig(**{**dict(corpus="synthetic", tokenizer="word", seq_len=16, dim=32, num_heads=2, phase1_samples=600,
-                                      eval_samples=200, batch_size=16, phase1_max_epochs=3, phase2_max_epochs=3,
-                                      phase2_lr=1e-3, device="cpu"), **overrides})
+    return ExperimentConfig(**{**SMOKE, "device": "cpu", **overrides})
 
 # %% ../nbs/05_train.ipynb #0ab2ac43
 def plot_history(run: TrainedRun, title: str | None = None):

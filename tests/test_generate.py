@@ -49,10 +49,10 @@ def test_true_exit_limits_and_skip_pattern(mc):
     conf = max_softmax(model(torch.randint(0, mc.vocab_size, (4, 32)))[e]).flatten()
     threshold = float(conf.median())
     res = true_exit(model, prompt, 64, threshold, 1.0, gen(), exit_layer=e, keep_logits=True)
-    if 0 < res.shallow_count < 64:
-        deep = res.upper_cached[0]
-        assert (res.logits[0][deep] - recompute_skip_pattern(model, res)).abs().max() < 1e-5
-        assert res.decode.layer_forwards == res.shallow_count * e + res.deep_count * mc.n_layers
+    # both checks hold for any skip pattern, so they run unconditionally (a mixed pattern makes them sharper)
+    assert res.decode.layer_forwards == res.shallow_count * e + res.deep_count * mc.n_layers
+    deep = res.upper_cached[0]
+    assert torch.allclose(res.logits[0][deep], recompute_skip_pattern(model, res), atol=1e-5)
 
 
 def test_true_exit_needs_batch_one():
