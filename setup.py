@@ -10,6 +10,7 @@ licenses = {'apache2': ('Apache Software License 2.0', 'OSI Approved :: Apache S
 statuses = ['Planning', 'Pre-Alpha', 'Alpha', 'Beta', 'Production/Stable', 'Mature', 'Inactive']
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
+hf_requirements = shlex.split(cfg.get('hf_requirements', ''))
 lic = licenses[cfg['license']]
 
 setuptools.setup(
@@ -21,7 +22,7 @@ setuptools.setup(
     url=cfg['git_url'], packages=setuptools.find_packages(include=['eelab', 'eelab.*']),
     include_package_data=True, install_requires=requirements,
     package_data={'eelab': ['assets/*.safetensors', 'assets/*.json']},
-    extras_require={'dev': dev_requirements}, python_requires='>=' + cfg['min_python'],
+    extras_require={'dev': dev_requirements, 'hf': hf_requirements}, python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read() if __import__('os').path.exists('README.md') else '',
     long_description_content_type='text/markdown', zip_safe=False,
     description=cfg['description'], author=cfg['author'], author_email=cfg['author_email'],
