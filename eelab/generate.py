@@ -4,29 +4,28 @@
 
 # %% ../nbs/04_generate.ipynb #8f16d3bd
 from __future__ import annotations
-import time
+import functools, math, numbers, time, warnings
 from dataclasses import dataclass, field
 from typing import Callable
 import torch, torch.nn.functional as F
+from fastcore.basics import patch
 from .config import ConfigError
-from .model import EarlyExitLM, ModelConfig, WorkMeter, flop_model, apply_rope
+from .model import EarlyExitLM, WorkMeter
+from .cost import FlopModel, flop_model, full_depth_work, reference_cost
 from .cache import KVCache, SplitCache
+from .estimators import Estimator, ExitState, as_estimator, max_softmax
 
 # %% auto #0
-__all__ = ['FILL_POLICIES', 'GENERATORS', 'max_softmax', 'next_token', 'GenerationResult', 'no_cache', 'cached', 'fake_exit',
-           'ExitState', 'kv_project', 'kv_fill_flops', 'true_exit', 'generate', 'recompute_skip_pattern', 'full_cache']
+__all__ = ['FILLS', 'FILL_POLICIES', 'GENERATORS', 'next_token', 'GenerationResult', 'Step', 'Decision', 'check_threshold',
+           'check_inputs', 'prefill', 'decode_n_tokens', 'run_generation', 'no_cache', 'cached', 'fake_exit', 'ExitRun',
+           'lower_layers', 'decide', 'fill_skip', 'fill_propagate', 'fill_recompute', 'fill_oracle', 'upper_layers',
+           'exit_decode_one_token', 'true_exit', 'generate', 'recompute_skip_pattern', 'full_cache']
 
 # %% ../nbs/04_generate.ipynb #2455bfc2
-def max_softmax(logits: torch.Tensor) -> torch.Tensor:
-    "Largest softmax probability of logits (..., V) -> (...): the reference's confidence."
-    logits = logits.float()
-    return torch.exp(logits.amax(-1) - torch.logsumexp(logits, -1))
-
 def next_token(logits: torch.Tensor, temperature: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
-    "Next token (B,) from logits (B, V): greedy at temperature 0, else one uniform draw per row inverted through the CDF."
+    "Next token (B,) from logits (B, V): greedy at temperature 0, else one uniform draw per row through the CDF."
     if temperature == 0: return logits.argmax(-1)
-    probs = F.softmax(logits.double() / temperature, dim=-1)              # (B, V); float64: the CDF of a 60k vocabulary is
-                                                                          # summed exactly enough that equal logits give equal tokens
+    probs = F.softmax(logits.double() / temperature, dim=-1)      # (B, V); float64: equal logits, equal tokens
     gen_device = generator.device if generator is not None else logits.device
     u = torch.rand(logits.shape[0], 1, generator=generator, device=gen_device).to(logits.device)  # (B, 1)
     return torch.searchsorted(probs.cumsum(-1), u).squeeze(-1).clamp_(max=logits.shape[-1] - 1)
@@ -37,225 +36,345 @@ class GenerationResult:
     method: str
     tokens: torch.Tensor          # (B, P + n_new): prompt then generated tokens
     prompt_len: int
-    exit_layers: torch.Tensor     # (B, n_new): the exit whose head produced each new token
-    confidences: torch.Tensor     # (B, n_new): shallow-exit confidence behind the choice (nan if none was computed)
+    token_exits: torch.Tensor     # (B, n_new): the exit whose head produced each new token
+    confidences: torch.Tensor     # (B, n_new): the estimator's confidence behind the choice (nan: none computed)
     upper_cached: torch.Tensor    # (B, n_new) bool: the token's K/V entered the layers above the shallow exit
     prefill: WorkMeter            # work counted while prefilling the prompt
     decode: WorkMeter             # work counted while generating
     n_layers: int
-    exit_layer: int               # the shallow exit (== n_layers for full-depth methods)
-    threshold: float | None = None
+    shallow_exit: int             # the exit decided at (the exit used, for full-depth methods)
+    flops_per: FlopModel          # the model's FLOPs per component, to turn counts into FLOPs
     seconds: float = 0.0          # wall time of the generation (device synchronised)
+    threshold: float | None = None
     logits: torch.Tensor | None = None   # (B, n_new, V) output logits per step, if asked for
-    flops_per: object = None      # the model's FlopModel, to turn counts into FLOPs
-    cache: object = None          # the KV cache as it was at the end (None for no_cache)
-    fill: str | None = None       # true_exit: the upper-cache fill policy (see FILL_POLICIES)
-    estimator: str | None = None  # true_exit: the confidence estimator's name (softmax_max by default)
-    kv_fill_forwards: int = 0     # decode: token-layers whose K/V were projected without running the layer (propagate)
-    kv_fill_flops_each: int = 0   # FLOPs of one such K/V projection (kv_fill_flops)
-    estimator_flops_per_eval: int | None = None   # FLOPs of one exit decision; None: the FlopModel's softmax
-    unprocessed: int = 0          # recompute: skipped tokens still queued at the end (never entered the upper cache)
-
-    @property
-    def new_tokens(self) -> torch.Tensor: return self.tokens[:, self.prompt_len:]
-    @property
-    def n_new(self) -> int: return self.exit_layers.shape[1]
-    @property
-    def shallow_count(self) -> int: return int((self.exit_layers < self.n_layers).sum())
-    @property
-    def deep_count(self) -> int: return int((self.exit_layers == self.n_layers).sum())
-    @property
-    def shallow_ratio(self) -> float: return self.shallow_count / self.exit_layers.numel()
-    @property
-    def reference_cost(self) -> float:
-        "The reference's compute cost: layers only, prompt excluded."
-        return (self.shallow_count * self.exit_layer + self.deep_count * self.n_layers) / (self.exit_layers.numel() * self.n_layers)
-    @property
-    def savings(self) -> float: return 1 - self.reference_cost
-    def _flops(self, meter: WorkMeter, fills: int = 0) -> int:
-        "FLOPs of a meter's counts, with this run's estimator cost per decision and its K/V fills."
-        est = self.flops_per.softmax if self.estimator_flops_per_eval is None else self.estimator_flops_per_eval
-        return (self.flops_per.of(meter) + meter.confidence_evals * (est - self.flops_per.softmax)
-                + fills * self.kv_fill_flops_each)
-    @property
-    def decode_flops(self) -> int: return self._flops(self.decode, self.kv_fill_forwards)
-    @property
-    def prefill_flops(self) -> int: return self._flops(self.prefill)
-    @property
-    def total_flops(self) -> int: return self.prefill_flops + self.decode_flops
-
-    def text(self, tokenizer, row: int = 0) -> str: return tokenizer.decode(self.new_tokens[row].tolist())
-    def summary(self) -> dict:
-        return dict(method=self.method, new_tokens=self.exit_layers.numel(), shallow=self.shallow_count, deep=self.deep_count,
-                    shallow_ratio=self.shallow_ratio, reference_cost=self.reference_cost, savings=self.savings,
-                    decode_layer_forwards=self.decode.layer_forwards, decode_head_evals=self.decode.head_evals,
-                    prefill_layer_forwards=self.prefill.layer_forwards, decode_flops=self.decode_flops,
-                    seconds=self.seconds, threshold=self.threshold, fill=self.fill, estimator=self.estimator,
-                    kv_fill_forwards=self.kv_fill_forwards, unprocessed=self.unprocessed)
+    cache: KVCache | None = None  # the KV cache as it was at the end (None for no_cache)
+    fill: str | None = None       # true_exit: the upper-cache fill policy (see FILLS)
+    estimator: str | None = None  # fake_exit, true_exit: the confidence estimator's name
+    unprocessed: int = 0          # recompute: skipped tokens still queued at the end (never went up)
 
 # %% ../nbs/04_generate.ipynb #28746ae0
+@patch(as_prop=True)
+def new_tokens(self: GenerationResult) -> torch.Tensor: return self.tokens[:, self.prompt_len:]
+@patch(as_prop=True)
+def n_new(self: GenerationResult) -> int: return self.token_exits.shape[1]
+@patch(as_prop=True)
+def shallow_count(self: GenerationResult) -> int: return int((self.token_exits < self.n_layers).sum())
+@patch(as_prop=True)
+def deep_count(self: GenerationResult) -> int: return int((self.token_exits == self.n_layers).sum())
+@patch(as_prop=True)
+def shallow_ratio(self: GenerationResult) -> float: return self.shallow_count / self.token_exits.numel()
+
+# %% ../nbs/04_generate.ipynb #7d0a7a37
+@patch(as_prop=True)
+def reference_cost(self: GenerationResult) -> float:
+    "The reference's compute cost (eelab.cost.reference_cost): layers only, prompt excluded."
+    return reference_cost(self.shallow_count, self.deep_count, self.shallow_exit, self.n_layers)
+@patch(as_prop=True)
+def savings(self: GenerationResult) -> float: return 1 - self.reference_cost
+
+@patch(as_prop=True)
+def full_depth(self: GenerationResult) -> WorkMeter:
+    "The work cached full-depth decoding of the same tokens counts (eelab.cost.full_depth_work)."
+    return full_depth_work(self.n_layers, self.prompt_len - 1, self.n_new, self.tokens.shape[0])
+@patch(as_prop=True)
+def counted_cost(self: GenerationResult) -> float:
+    "Decode FLOPs counted, relative to full-depth cached decoding of the same tokens."
+    return self.flops_per.relative(self.decode, self.full_depth)
+@patch(as_prop=True)
+def counted_savings(self: GenerationResult) -> float: return 1 - self.counted_cost
+
+# %% ../nbs/04_generate.ipynb #6cfafdd1
+@patch(as_prop=True)
+def decode_flops(self: GenerationResult) -> int: return self.flops_per.of(self.decode)
+@patch(as_prop=True)
+def prefill_flops(self: GenerationResult) -> int: return self.flops_per.of(self.prefill)
+@patch(as_prop=True)
+def total_flops(self: GenerationResult) -> int: return self.prefill_flops + self.decode_flops
+
+@patch
+def text(self: GenerationResult, tokenizer, row: int = 0) -> str: return tokenizer.decode(self.new_tokens[row].tolist())
+
+@patch
+def summary(self: GenerationResult) -> dict:
+    return dict(method=self.method, new_tokens=self.token_exits.numel(), shallow=self.shallow_count,
+                deep=self.deep_count, shallow_ratio=self.shallow_ratio, reference_cost=self.reference_cost,
+                savings=self.savings, counted_cost=self.counted_cost, counted_savings=self.counted_savings,
+                decode_layer_forwards=self.decode.layer_forwards, decode_head_evals=self.decode.head_evals,
+                prefill_layer_forwards=self.prefill.layer_forwards, decode_flops=self.decode_flops,
+                seconds=self.seconds, threshold=self.threshold, fill=self.fill, estimator=self.estimator,
+                kv_fills=self.decode.kv_fills, unprocessed=self.unprocessed)
+
+# %% ../nbs/04_generate.ipynb #b7941bb9
+@dataclass
+class Step:
+    "What one decode step decided, handed to `on_step` as it happens."
+    index: int                    # 0-based: the index-th generated token
+    token: torch.Tensor           # (B,) the token chosen
+    exit: torch.Tensor            # (B,) the exit whose head produced it
+    confidence: torch.Tensor      # (B,) the confidence of the estimator actually used (nan: none computed)
+    upper_cached: torch.Tensor    # (B,) bool: its K/V entered the upper layers in this step
+    entered_upper: list[int]      # earlier steps whose K/V entered the upper layers in this step (recompute)
+    work: WorkMeter               # the work counted in this step
+
+@dataclass
+class Decision:
+    "What `decode_one_token` returns: output logits (B, V) and what was decided."
+    logits: torch.Tensor
+    exit: int | torch.Tensor
+    confidence: float | torch.Tensor = float("nan")
+    upper_cached: bool | torch.Tensor = True
+    entered_upper: list[int] = field(default_factory=list)
+
+# %% ../nbs/04_generate.ipynb #dd720f06
+def _is_real(x) -> bool: return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+def check_threshold(threshold) -> float:
+    "threshold as a float; ConfigError unless a finite real number >= 0 (0: always exit, > 1: never)."
+    if not _is_real(threshold) or not math.isfinite(threshold) or threshold < 0:
+        raise ConfigError("threshold", threshold, "a finite real number >= 0 (0: always exit; above 1: never exit)")
+    return float(threshold)
+
+def _check_sampling(n_new, temperature):
+    if not isinstance(n_new, numbers.Integral) or isinstance(n_new, bool) or n_new < 1:
+        raise ConfigError("n_new", n_new, "a positive int")
+    if not _is_real(temperature) or not math.isfinite(temperature) or temperature < 0:
+        raise ConfigError("temperature", temperature, "a finite real number >= 0 (0: greedy)")
+
+# %% ../nbs/04_generate.ipynb #a46556c9
+def check_inputs(model: EarlyExitLM, prompt, n_new, temperature=0.0):
+    "ConfigError naming the first bad argument; a warning if the sequence outgrows the training window."
+    _check_sampling(n_new, temperature)
+    shape = tuple(prompt.shape) if isinstance(prompt, torch.Tensor) else type(prompt).__name__
+    if not isinstance(prompt, torch.Tensor) or prompt.dim() != 2 or prompt.shape[1] < 1:
+        raise ConfigError("prompt", shape, "a (B, P) tensor of token ids with P >= 1 (one row: prompt[None])")
+    if prompt.dtype.is_floating_point or prompt.dtype.is_complex or prompt.dtype == torch.bool:
+        raise ConfigError("prompt", f"dtype {prompt.dtype}", "an integer tensor of token ids (torch.long)")
+    V = model.config.vocab_size
+    if int(prompt.max()) >= V or int(prompt.min()) < 0:
+        raise ConfigError("prompt", f"ids in {int(prompt.min())}..{int(prompt.max())}", f"token ids in 0..{V - 1}")
+    fed, trained = prompt.shape[1] + n_new - 1, model.config.context_len
+    if trained is not None and fed > trained:
+        warnings.warn(f"generating feeds {fed} positions; the model was trained on {trained} "
+                      "(RoPE extrapolates, quality does not)", stacklevel=3)
+
+# %% ../nbs/04_generate.ipynb #d00130df
 def _sync(device):
     if device.type == "cuda": torch.cuda.synchronize(device)
 
-def _check_prompt(model, prompt, n_new):
-    if prompt.dim() != 2 or prompt.shape[1] < 1: raise ValueError(f"prompt must be a (B, P) tensor of token ids with P >= 1, got shape {tuple(prompt.shape)}")
-    if n_new < 1: raise ValueError(f"n_new={n_new} must be >= 1")
-    if int(prompt.max()) >= model.config.vocab_size or int(prompt.min()) < 0:
-        raise ValueError(f"prompt has token ids outside 0..{model.config.vocab_size - 1}")
+def prefill(model: EarlyExitLM, prompt: torch.Tensor, cache: KVCache, meter: WorkMeter, n_layers: int):
+    "The prompt (B, P) but its last token (decode step 0's input) through layers 1..n_layers, into the cache."
+    P = prompt.shape[1]
+    if P > 1:
+        positions = torch.arange(P - 1, device=prompt.device)
+        model.forward_layers(model.embed(prompt[:, :-1]), 0, n_layers, positions, cache, meter)
 
-def _generate(method, model, prompt, n_new, step, temperature, generator, cache, exit_layer, threshold=None,
-              keep_logits=False, prefill_layers=None):
-    _check_prompt(model, prompt, n_new)
-    device = prompt.device
+# %% ../nbs/04_generate.ipynb #4e9b2e53
+def decode_n_tokens(tokens, prompt_len: int, n_new: int, decode_one_token, meter: WorkMeter, temperature=0.0,
+                    generator=None, on_step=None, keep_logits=False) -> dict:
+    "Fill tokens (B, P + n_new) after the prompt; the per-token record as tensors (B, n_new)."
+    B, P = tokens.shape[0], prompt_len
+    positions = torch.arange(P + n_new, device=tokens.device)
+    exits, upper = torch.empty(B, n_new, dtype=torch.long), torch.zeros(B, n_new, dtype=torch.bool)
+    confs, kept = torch.full((B, n_new), float("nan")), []
+    for i in range(n_new):
+        pos = P - 1 + i
+        work = meter if on_step is None else WorkMeter()                 # per-step work only if someone asks
+        d = decode_one_token(pos, tokens, positions, work)
+        exits[:, i], confs[:, i], upper[:, i] = d.exit, d.confidence, d.upper_cached
+        upper[:, d.entered_upper] = True
+        tokens[:, pos + 1] = next_token(d.logits, temperature, generator)
+        if keep_logits: kept.append(d.logits.float().cpu())
+        if on_step is not None:
+            meter += work
+            snapshot = (t[:, j].clone() for t, j in ((tokens, pos + 1), (exits, i), (confs, i), (upper, i)))
+            on_step(Step(i, *snapshot, d.entered_upper, work))
+    return dict(token_exits=exits, confidences=confs, upper_cached=upper,
+                logits=torch.stack(kept, 1) if keep_logits else None)
+
+# %% ../nbs/04_generate.ipynb #f8049828
+def run_generation(model: EarlyExitLM, prompt, n_new: int, decode_one_token, cache=None, prefill_layers=None,
+                   temperature=0.0, generator=None, on_step=None, keep_logits=False) -> dict:
+    "Prefill and decode, timed, in eval mode: the measured fields of a GenerationResult, as keywords."
     B, P = prompt.shape
-    tokens = torch.empty(B, P + n_new, dtype=torch.long, device=device); tokens[:, :P] = prompt
-    positions = torch.arange(P + n_new, device=device)
-    exits = torch.empty(B, n_new, dtype=torch.long)
-    confs = torch.full((B, n_new), float("nan"))
-    upper = torch.zeros(B, n_new, dtype=torch.bool)
-    kept = [] if keep_logits else None
-    prefill, decode = WorkMeter(), WorkMeter()
-    was_training = model.training; model.eval()
-    _sync(device); start = time.perf_counter()
-    with torch.no_grad():
-        if cache is not None and P > 1:   # prefill: the prompt but its last token, through every layer it needs
-            model.forward_layers(model.embed(prompt[:, :-1]), 0, prefill_layers or model.n_layers, positions[:P - 1], cache, prefill)
-        for i in range(n_new):
-            pos = P - 1 + i
-            logits, exits[:, i], confs[:, i], upper[:, i] = step(pos, tokens, positions, decode)
-            tokens[:, pos + 1] = next_token(logits, temperature, generator)
-            if keep_logits: kept.append(logits.float().cpu())
-    _sync(device); seconds = time.perf_counter() - start
-    model.train(was_training)
-    return GenerationResult(method, tokens, P, exits, confs, upper, prefill, decode, model.n_layers, exit_layer,
-                            threshold, seconds, torch.stack(kept, 1) if keep_logits else None, flop_model(model), cache)
-
-# %% ../nbs/04_generate.ipynb #b7941bb9
-def _exit_or_top(model, exit_layer):
-    exit_layer = exit_layer or model.n_layers
-    if exit_layer not in model.exit_layers: raise ConfigError("exit_layer", exit_layer, f"one of the model's exits {model.exit_layers}")
-    return exit_layer
-
-def no_cache(model: EarlyExitLM, prompt, n_new: int, temperature=0.0, generator=None, exit_layer=None, keep_logits=False):
-    "Recompute the whole sequence through layers 1..exit_layer and the head at every step (no KV cache), like model(tokens)[:, -1]."
-    exit_layer = _exit_or_top(model, exit_layer)
-    def step(pos, tokens, positions, meter):
-        h = model.forward_layers(model.embed(tokens[:, :pos + 1]), 0, exit_layer, positions[:pos + 1], None, meter)
-        return model.exit_logits(h, exit_layer, meter)[:, -1], exit_layer, float("nan"), exit_layer == model.n_layers
-    return _generate("no_cache", model, prompt, n_new, step, temperature, generator, None, exit_layer, keep_logits=keep_logits)
-
-def cached(model: EarlyExitLM, prompt, n_new: int, temperature=0.0, generator=None, exit_layer=None, keep_logits=False):
-    "Standard KV-cached decoding through layers 1..exit_layer (default: every layer)."
-    exit_layer = _exit_or_top(model, exit_layer)
-    B, P = prompt.shape
-    cache = KVCache(model.n_layers, P + n_new)
-    def step(pos, tokens, positions, meter):
-        h = model.forward_layers(model.embed(tokens[:, pos:pos + 1]), 0, exit_layer, positions[pos:pos + 1], cache, meter)
-        return model.exit_logits(h, exit_layer, meter)[:, -1], exit_layer, float("nan"), exit_layer == model.n_layers
-    return _generate("cached", model, prompt, n_new, step, temperature, generator, cache, exit_layer,
-                     keep_logits=keep_logits, prefill_layers=exit_layer)
-
-# %% ../nbs/04_generate.ipynb #d00130df
-def _shallow_exit(model, exit_layer):
-    exit_layer = exit_layer or model.exit_layers[0]
-    if exit_layer not in model.exit_layers or exit_layer == model.n_layers:
-        raise ConfigError("exit_layer", exit_layer, f"one of the model's early exits {model.exit_layers[:-1]}")
-    return exit_layer
-
-def fake_exit(model: EarlyExitLM, prompt, n_new: int, threshold: float, temperature=0.0, generator=None,
-              exit_layer=None, keep_logits=False):
-    "Run both paths every token; output the shallow logits where confidence >= threshold, else the deep ones."
-    e = _shallow_exit(model, exit_layer)
-    B, P = prompt.shape
-    cache = KVCache(model.n_layers, P + n_new)
-    def step(pos, tokens, positions, meter):
-        h = model.forward_layers(model.embed(tokens[:, pos:pos + 1]), 0, e, positions[pos:pos + 1], cache, meter)
-        shallow = model.exit_logits(h, e, meter)[:, -1]                   # (B, V)
-        conf = max_softmax(shallow); meter.confidence_evals += B
-        h = model.forward_layers(h, e, model.n_layers, positions[pos:pos + 1], cache, meter)
-        deep = model.exit_logits(h, model.n_layers, meter)[:, -1]
-        exits_here = conf >= threshold                                     # (B,)
-        logits = torch.where(exits_here[:, None], shallow, deep)
-        return logits, torch.where(exits_here, e, model.n_layers).cpu(), conf.cpu(), True
-    return _generate("fake_exit", model, prompt, n_new, step, temperature, generator, cache, e, threshold, keep_logits)
+    tokens = torch.empty(B, P + n_new, dtype=torch.long, device=prompt.device)
+    tokens[:, :P] = prompt
+    prefill_work, decode_work = WorkMeter(), WorkMeter()
+    was_training = model.training
+    model.eval()
+    try:
+        _sync(prompt.device)
+        start = time.perf_counter()
+        with torch.no_grad():
+            if cache is not None: prefill(model, prompt, cache, prefill_work, prefill_layers or model.n_layers)
+            record = decode_n_tokens(tokens, P, n_new, decode_one_token, decode_work, temperature, generator,
+                                     on_step, keep_logits)
+        _sync(prompt.device)
+        seconds = time.perf_counter() - start
+    finally:
+        model.train(was_training)
+    return dict(tokens=tokens, prompt_len=P, prefill=prefill_work, decode=decode_work, seconds=seconds, cache=cache,
+                n_layers=model.n_layers, flops_per=flop_model(model), **record)
 
 # %% ../nbs/04_generate.ipynb #226b09e9
-FILL_POLICIES = ("skip", "propagate", "recompute", "oracle")
+def _depth(model: EarlyExitLM, exit_layer) -> int:
+    "The exit a full-depth method stops at: `exit_layer`, or (None) the top."
+    if exit_layer is None: return model.n_layers
+    if exit_layer not in model.exit_layers:
+        raise ConfigError("exit_layer", exit_layer, f"one of the model's exits {model.exit_layers} (None: the top)")
+    return exit_layer
 
-@dataclass
-class ExitState:
-    "What a confidence estimator may look at for one token at the shallow exit."
-    hidden: torch.Tensor                     # (1, 1, C) the residual stream leaving the exit layer
-    prev_hidden: torch.Tensor                # (1, 1, C) the residual stream entering it (for saturation)
-    logits: Callable[[], torch.Tensor]       # () -> (1, V) shallow logits, evaluated and counted on first call
-    exit_layer: int
-
-def kv_project(block, h: torch.Tensor, rope) -> tuple[torch.Tensor, torch.Tensor]:
-    "Keys (rotated) and values (B, nh, T, hs) that `block`'s attention makes of its input h (B, T, C), nothing else."
-    x = block.norm1(h) if block.pre_norm else h                           # what the attention sees
-    B, T, C = x.shape
-    k, v = F.linear(x, block.attn.qkv.weight[C:]).split(C, dim=2)         # rows C..3C of qkv are k and v
-    k, v = (t.view(B, T, block.attn.num_heads, block.attn.head_dim).transpose(1, 2) for t in (k, v))
-    return apply_rope(k, *rope), v
-
-def kv_fill_flops(model: EarlyExitLM) -> int:
-    "FLOPs of one token's K/V projection in one layer: (C -> 2C) at 2 FLOPs a multiply-add."
-    return 2 * model.config.dim * 2 * model.config.dim
+def no_cache(model: EarlyExitLM, prompt, n_new: int, temperature=0.0, generator=None, exit_layer=None,
+             keep_logits=False, on_step=None) -> GenerationResult:
+    "Recompute the whole sequence through layers 1..exit_layer and the head at every step, like model(tokens)."
+    check_inputs(model, prompt, n_new, temperature)
+    e = _depth(model, exit_layer)
+    def decode_one_token(pos, tokens, positions, meter):
+        h = model.forward_layers(model.embed(tokens[:, :pos + 1]), 0, e, positions[:pos + 1], None, meter)
+        return Decision(model.exit_logits(h, e, meter)[:, -1], e, upper_cached=e == model.n_layers)
+    measured = run_generation(model, prompt, n_new, decode_one_token, None, None, temperature, generator,
+                              on_step, keep_logits)
+    return GenerationResult(method="no_cache", shallow_exit=e, **measured)
 
 # %% ../nbs/04_generate.ipynb #d8ecbfce
+def cached(model: EarlyExitLM, prompt, n_new: int, temperature=0.0, generator=None, exit_layer=None,
+           keep_logits=False, on_step=None) -> GenerationResult:
+    "Standard KV-cached decoding through layers 1..exit_layer (default: every layer)."
+    check_inputs(model, prompt, n_new, temperature)
+    e = _depth(model, exit_layer)
+    cache = KVCache(model.n_layers, prompt.shape[1] + n_new)
+    def decode_one_token(pos, tokens, positions, meter):
+        p = positions[pos:pos + 1]
+        h = model.forward_layers(model.embed(tokens[:, pos:pos + 1]), 0, e, p, cache, meter)
+        return Decision(model.exit_logits(h, e, meter)[:, -1], e, upper_cached=e == model.n_layers)
+    measured = run_generation(model, prompt, n_new, decode_one_token, cache, e, temperature, generator,
+                              on_step, keep_logits)
+    return GenerationResult(method="cached", shallow_exit=e, **measured)
+
+# %% ../nbs/04_generate.ipynb #ace19113
+def fake_exit(model: EarlyExitLM, prompt, n_new: int, threshold: float, temperature=0.0, generator=None,
+              exit_layer=None, keep_logits=False, estimator=None, on_step=None) -> GenerationResult:
+    "Run both paths every token; output the shallow logits where confidence >= threshold, else the deep ones."
+    check_inputs(model, prompt, n_new, temperature)
+    threshold, e, L = check_threshold(threshold), model.early_exit(exit_layer), model.n_layers
+    est, cache = as_estimator(estimator, model), KVCache(L, prompt.shape[1] + n_new)
+    def decode_one_token(pos, tokens, positions, meter):
+        p = positions[pos:pos + 1]
+        prev = model.forward_layers(model.embed(tokens[:, pos:pos + 1]), 0, e - 1, p, cache, meter)
+        h = model.forward_layers(prev, e - 1, e, p, cache, meter)
+        shallow = model.exit_logits(h, e, meter)[:, -1]                   # (B, V)
+        conf = est.scores(h, prev, shallow).reshape(-1)                   # (B,)
+        meter.add_decisions(len(conf), est.flops(model))
+        deep = model.exit_logits(model.forward_layers(h, e, L, p, cache, meter), L, meter)[:, -1]
+        exits_here = conf >= threshold                                     # (B,)
+        logits = torch.where(exits_here[:, None], shallow, deep)
+        return Decision(logits, torch.where(exits_here, e, L).cpu(), conf.cpu(), True)
+    measured = run_generation(model, prompt, n_new, decode_one_token, cache, L, temperature, generator,
+                              on_step, keep_logits)
+    return GenerationResult(method="fake_exit", shallow_exit=e, threshold=threshold, estimator=est.name, **measured)
+
+# %% ../nbs/04_generate.ipynb #a1fcff51
+@dataclass
+class ExitRun:
+    "One true_exit generation's state, shared by its phases."
+    model: EarlyExitLM
+    cache: SplitCache
+    estimator: Estimator
+    threshold: float
+    fill: str
+    decision_flops: int                          # FLOPs of one estimator decision
+    queue: list = field(default_factory=list)    # recompute: (step, h, position) of skipped tokens waiting
+
+    @property
+    def e(self) -> int: return self.cache.exit_layer
+    @property
+    def L(self) -> int: return self.model.n_layers
+
+# %% ../nbs/04_generate.ipynb #311a5fce
+def lower_layers(run: ExitRun, token, p, rope, meter) -> ExitState:
+    "Layers 1..e on one token (1, 1) at position p (1,); the shallow logits as a lazy, counted function."
+    model, e = run.model, run.e
+    prev = model.forward_layers(model.embed(token), 0, e - 1, p, run.cache, meter, rope)
+    h = model.forward_layers(prev, e - 1, e, p, run.cache, meter, rope)   # (1, 1, C) leaving the exit layer
+    logits = functools.cache(lambda: model.exit_logits(h, e, meter)[:, -1])   # (1, V), counted once
+    return ExitState(h, prev, logits, e)
+
+def decide(run: ExitRun, state: ExitState, meter) -> float:
+    "The estimator's confidence (a host sync: it decides what runs next), counted with its FLOPs."
+    confidence = float(run.estimator(state))
+    meter.add_decisions(1, run.decision_flops)
+    return confidence
+
+# %% ../nbs/04_generate.ipynb #fb77fa51
+def fill_skip(run: ExitRun, state: ExitState, p, step: int, meter) -> bool: return False
+
+def fill_propagate(run: ExitRun, state: ExitState, p, step: int, meter) -> bool:
+    "Each upper layer's K/V projection of the exit's hidden state, at the token's (upper) position."
+    up = run.cache.upper_position(p)
+    rope = run.model.rope(up)
+    for i in range(run.e, run.L):
+        run.cache[i].append(*run.model.layers[i].kv_project(state.hidden, rope), up)
+    meter.kv_fills += run.L - run.e
+    return True
+
+def fill_recompute(run: ExitRun, state: ExitState, p, step: int, meter) -> bool:
+    run.queue.append((step, state.hidden, p))                        # goes up with the next deep token
+    return False
+
+def fill_oracle(run: ExitRun, state: ExitState, p, step: int, meter) -> bool:
+    run.model.forward_layers(state.hidden, run.e, run.L, run.cache.upper_position(p), run.cache, meter)
+    return True                                                      # ran every layer; output discarded
+
+FILLS = dict(skip=fill_skip, propagate=fill_propagate, recompute=fill_recompute, oracle=fill_oracle)
+FILL_POLICIES = tuple(FILLS)
+
+# %% ../nbs/04_generate.ipynb #f0759cac
+def upper_layers(run: ExitRun, state: ExitState, p, rope, meter) -> tuple[torch.Tensor, list[int]]:
+    "Deep logits (1, V) of the token, and the queued steps that went up with it."
+    model, cache, queued = run.model, run.cache, run.queue
+    run.queue = []
+    if queued:
+        hs = torch.cat([h for _, h, _ in queued] + [state.hidden], 1)    # (1, T, C)
+        ps = torch.cat([q for _, _, q in queued] + [p])                  # (T,) true positions, increasing
+        out = model.forward_layers(hs, run.e, run.L, cache.upper_position(ps), cache, meter)[:, -1:]
+    else:
+        up = cache.upper_position(p)                   # true position: reuse the lower layers' rotary table
+        out = model.forward_layers(state.hidden, run.e, run.L, up, cache, meter, rope if up is p else None)
+    return model.exit_logits(out, run.L, meter)[:, -1], [s for s, _, _ in queued]
+
+# %% ../nbs/04_generate.ipynb #4e2333e8
+def exit_decode_one_token(run: ExitRun, prompt_len: int):
+    "true_exit's decode_one_token: lower layers, decision, then the fill or the upper layers."
+    def decode_one_token(pos, tokens, positions, meter) -> Decision:
+        p = positions[pos:pos + 1]
+        rope = run.model.rope(p)
+        state = lower_layers(run, tokens[:, pos:pos + 1], p, rope, meter)
+        confidence = decide(run, state, meter)
+        if confidence >= run.threshold:                              # exit: layers e+1..L do not run
+            upper_cached = FILLS[run.fill](run, state, p, pos - prompt_len + 1, meter)
+            return Decision(state.logits(), run.e, confidence, upper_cached)
+        logits, entered = upper_layers(run, state, p, rope, meter)
+        return Decision(logits, run.L, confidence, True, entered)
+    return decode_one_token
+
+# %% ../nbs/04_generate.ipynb #b512549b
 def true_exit(model: EarlyExitLM, prompt, n_new: int, threshold: float, temperature=0.0, generator=None,
-              exit_layer=None, reference_positions=False, keep_logits=False, fill: str = "skip", estimator=None):
-    "Early exit that skips the upper layers when the shallow confidence >= threshold (batch size 1)."
-    e = _shallow_exit(model, exit_layer)
-    if fill not in FILL_POLICIES: raise ConfigError("fill", fill, f"one of {', '.join(FILL_POLICIES)}")
+              exit_layer=None, reference_positions=False, keep_logits=False, fill: str = "skip", estimator=None,
+              on_step=None) -> GenerationResult:
+    "Early exit that skips the upper layers when the confidence >= threshold (batch size 1)."
+    check_inputs(model, prompt, n_new, temperature)
+    threshold, e = check_threshold(threshold), model.early_exit(exit_layer)
+    if fill not in FILLS: raise ConfigError("fill", fill, f"one of {', '.join(FILLS)}")
     B, P = prompt.shape
     if B != 1:
         raise ConfigError("prompt", f"batch of {B}", "batch size 1: true_exit decides per token; "
                           "use fake_exit or cached for batches (batched exits: see the benchmark notebook)")
+    est = as_estimator(estimator, model)
     cache = SplitCache(model.n_layers, e, P + n_new, reference_positions=reference_positions)
-    L = model.n_layers
-    queue, processed, fills = [], [], [0]        # recompute: (step, h, position) waiting; steps that entered the cache
-
-    def step(pos, tokens, positions, meter):
-        p = positions[pos:pos + 1]
-        rope = model.rope(p)
-        prev = model.forward_layers(model.embed(tokens[:, pos:pos + 1]), 0, e - 1, p, cache, meter, rope)
-        h = model.forward_layers(prev, e - 1, e, p, cache, meter, rope)   # (1, 1, C) leaving the exit layer
-        shallow = []
-        def logits():
-            if not shallow: shallow.append(model.exit_logits(h, e, meter)[:, -1])   # (1, V), counted once
-            return shallow[0]
-        if estimator is None: conf = max_softmax(logits()).item()         # host sync: it decides what runs next
-        else: conf = float(estimator(ExitState(h, prev, logits, e)))
-        meter.confidence_evals += 1
-        if conf >= threshold:                                              # exit: layers e+1..L do not run
-            if fill == "propagate":                                        # ...but their K/V projections do
-                up = cache.upper_position(p)
-                r = model.rope(up)
-                for i in range(e, L):
-                    cache[i].append(*kv_project(model.layers[i], h, r), up)
-                fills[0] += L - e
-                return logits(), e, conf, True
-            if fill == "recompute": queue.append((pos - P + 1, h, p)); return logits(), e, conf, False
-            if fill == "oracle": model.forward_layers(h, e, L, cache.upper_position(p), cache, meter); return logits(), e, conf, True
-            return logits(), e, conf, False
-        if fill == "recompute" and queue:                                  # the queue goes up with this token
-            processed.extend(s for s, _, _ in queue)
-            hs = torch.cat([q[1] for q in queue] + [h], 1)                 # (1, T, C)
-            ps = torch.cat([q[2] for q in queue] + [p])                    # (T,) true positions, increasing
-            queue.clear()
-            out = model.forward_layers(hs, e, L, cache.upper_position(ps), cache, meter)[:, -1:]
-        else:
-            up = cache.upper_position(p)                                   # true position: reuse the lower layers' rotary table
-            out = model.forward_layers(h, e, L, up, cache, meter, rope if up is p else None)
-        return model.exit_logits(out, L, meter)[:, -1], L, conf, True
-
-    res = _generate("true_exit", model, prompt, n_new, step, temperature, generator, cache, e, threshold, keep_logits)
-    if processed: res.upper_cached[0, processed] = True
-    res.fill, res.kv_fill_forwards, res.kv_fill_flops_each, res.unprocessed = fill, fills[0], kv_fill_flops(model), len(queue)
-    res.estimator = "softmax_max" if estimator is None else estimator.name
-    res.estimator_flops_per_eval = None if estimator is None else int(estimator.flops(model))
-    return res
+    run = ExitRun(model, cache, est, threshold, fill, int(est.flops(model)))
+    measured = run_generation(model, prompt, n_new, exit_decode_one_token(run, P), cache, None, temperature,
+                              generator, on_step, keep_logits)
+    return GenerationResult(method="true_exit", shallow_exit=e, threshold=threshold, fill=fill, estimator=est.name,
+                            unprocessed=len(run.queue), **measured)
 
 # %% ../nbs/04_generate.ipynb #c889a335
 GENERATORS = dict(no_cache=no_cache, cached=cached, fake_exit=fake_exit, true_exit=true_exit)
@@ -268,7 +387,7 @@ def generate(model: EarlyExitLM, prompt, n_new: int, method: str = "true_exit", 
 # %% ../nbs/04_generate.ipynb #629bb5f5
 def recompute_skip_pattern(model: EarlyExitLM, result: GenerationResult) -> torch.Tensor:
     "Deep-exit logits (n_deep, V) recomputed without a cache, upper layers seeing only the positions that went deep."
-    e, L, P = result.exit_layer, model.n_layers, result.prompt_len
+    e, L, P = result.shallow_exit, model.n_layers, result.prompt_len
     tokens = result.tokens[:, :-1]                                        # every token that was fed to the model
     positions = torch.arange(tokens.shape[1])
     with torch.no_grad():
@@ -284,5 +403,6 @@ def full_cache(model: EarlyExitLM, tokens: torch.Tensor) -> KVCache:
     "The K/V every layer of the full model makes of `tokens` (1, T), in one cached pass at positions 0..T-1."
     T = tokens.shape[1]
     cache = KVCache(model.n_layers, T)
-    with torch.no_grad(): model.forward_layers(model.embed(tokens), 0, model.n_layers, torch.arange(T, device=tokens.device), cache)
+    with torch.no_grad():
+        model.forward_layers(model.embed(tokens), 0, model.n_layers, torch.arange(T, device=tokens.device), cache)
     return cache

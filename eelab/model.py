@@ -4,14 +4,14 @@
 
 # %% ../nbs/02_model.ipynb #ea8fc044
 from __future__ import annotations
-import copy, math
 from dataclasses import dataclass, asdict
 import torch, torch.nn as nn, torch.nn.functional as F
+from fastcore.basics import patch
 from .config import ExperimentConfig, ConfigError
 
 # %% auto #0
 __all__ = ['FREEZABLE', 'ModelConfig', 'rope_angles', 'apply_rope', 'WorkMeter', 'RMSNorm', 'Attention', 'SwiGLU', 'Block',
-           'ExitHead', 'EarlyExitLM', 'extend', 'param_counts', 'FlopModel', 'flop_model']
+           'ExitHead', 'EarlyExitLM', 'extend', 'param_counts']
 
 # %% ../nbs/02_model.ipynb #61d9b71e
 @dataclass
@@ -23,28 +23,35 @@ class ModelConfig:
     exit_layers: tuple = (2, 4)       # an exit after these layers (1-based); the last one is n_layers
     ffn_mult: int = 4
     rope_base: float = 10000.0
-    norm: str = "post"                # post: x = norm(x + f(x)) (reference) | pre: x = x + f(norm(x)), final norm at each exit
+    norm: str = "post"                # post: x = norm(x + f(x)) (reference) | pre: x = x + f(norm(x)), final norm
     tie_embeddings: bool = False
     separate_heads: bool = False
+    context_len: int | None = None    # the longest sequence it was trained on (None: unknown)
 
     def __post_init__(self):
         self.exit_layers = tuple(sorted(set(int(e) for e in self.exit_layers)))
         if not self.exit_layers or self.exit_layers[-1] != self.n_layers or self.exit_layers[0] < 1:
-            raise ConfigError("exit_layers", self.exit_layers, f"layers in 1..{self.n_layers}, the last being n_layers={self.n_layers}")
+            raise ConfigError("exit_layers", self.exit_layers,
+                              f"layers in 1..{self.n_layers}, the last being n_layers={self.n_layers}")
         if self.dim % self.num_heads: raise ConfigError("dim", self.dim, f"a multiple of num_heads={self.num_heads}")
         if self.norm not in ("post", "pre"): raise ConfigError("norm", self.norm, "one of post, pre")
 
     @property
     def head_dim(self): return self.dim // self.num_heads
+    @property
+    def shallow_exit(self) -> int:
+        "Where early-exit methods decide by default: the shallowest exit (n_layers if it is the only one)."
+        return self.exit_layers[0]
 
     @classmethod
-    def from_experiment(cls, cfg: ExperimentConfig, vocab_size: int, n_layers: int | None = None) -> "ModelConfig":
+    def from_experiment(cls, cfg: ExperimentConfig, vocab_size: int, n_layers: int | None = None,
+                        context_len: int | None = None) -> ModelConfig:
         "Phase 1 (n_layers = phase1_layers) has one exit; deeper models exit at phase1_layers and at the top."
         n_layers = n_layers or cfg.phase2_layers
         exits = (n_layers,) if n_layers <= cfg.phase1_layers else (cfg.phase1_layers, n_layers)
-        return cls(vocab_size=vocab_size, dim=cfg.dim, num_heads=cfg.num_heads, n_layers=n_layers, exit_layers=exits,
-                   ffn_mult=cfg.ffn_mult, rope_base=cfg.rope_base, norm=cfg.norm,
-                   tie_embeddings=cfg.tie_embeddings, separate_heads=cfg.separate_heads)
+        return cls(vocab_size=vocab_size, dim=cfg.dim, num_heads=cfg.num_heads, n_layers=n_layers,
+                   exit_layers=exits, ffn_mult=cfg.ffn_mult, rope_base=cfg.rope_base, norm=cfg.norm,
+                   tie_embeddings=cfg.tie_embeddings, separate_heads=cfg.separate_heads, context_len=context_len)
 
 # %% ../nbs/02_model.ipynb #ad3c936c
 def rope_angles(positions: torch.Tensor, head_dim: int, base: float = 10000.0):
@@ -62,23 +69,40 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 # %% ../nbs/02_model.ipynb #97edc364
 @dataclass
 class WorkMeter:
-    "Work actually executed: token-layer forwards, (query, key) pairs scored, token-head evaluations."
+    "Work actually executed, counted where it runs; `eelab.cost.FlopModel.of` turns it into FLOPs."
     layer_forwards: int = 0     # one token through one transformer layer = 1
     attention_pairs: int = 0    # (query, key) pairs scored by attention, summed over layers and batch
     head_evals: int = 0         # one token through one exit head (a full-vocabulary projection) = 1
     confidence_evals: int = 0   # one exit decision computed for one token = 1
+    estimator_flops: int = 0    # FLOPs the confidence estimators spent on those decisions
+    kv_fills: int = 0           # one token's K/V projected into one layer that did not run = 1
 
-    def add_layer(self, tokens: int, pairs: int): self.layer_forwards += tokens; self.attention_pairs += pairs
-    def copy(self) -> "WorkMeter": return WorkMeter(**asdict(self))
+    def add_layer(self, tokens: int, pairs: int):
+        self.layer_forwards += tokens
+        self.attention_pairs += pairs
+
+    def add_decisions(self, tokens: int, flops_each: int):
+        self.confidence_evals += tokens
+        self.estimator_flops += tokens * flops_each
+
+    def copy(self) -> WorkMeter: return WorkMeter(**asdict(self))
     def __add__(self, o): return WorkMeter(**{k: v + getattr(o, k) for k, v in asdict(self).items()})
     def __sub__(self, o): return WorkMeter(**{k: v - getattr(o, k) for k, v in asdict(self).items()})
+
+    def __iadd__(self, o):                       # in place: a meter handed down keeps counting
+        for k, v in vars(o).items(): setattr(self, k, getattr(self, k) + v)
+        return self
 
 # %% ../nbs/02_model.ipynb #15c08c90
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-6):
-        super().__init__(); self.eps = eps; self.weight = nn.Parameter(torch.ones(dim))
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
     def forward(self, x): return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
+# %% ../nbs/02_model.ipynb #6bef51fc
 class Attention(nn.Module):
     def __init__(self, mc: ModelConfig):
         super().__init__()
@@ -86,31 +110,46 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(mc.dim, 3 * mc.dim, bias=False)
         self.proj = nn.Linear(mc.dim, mc.dim, bias=False)
 
-    def forward(self, x, rope, positions, layer_cache=None, meter: WorkMeter | None = None):
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)                                # (B, T, C) each
-        q, k, v = (t.view(B, T, self.num_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        if layer_cache is None:
-            # training / no cache: plain causal attention over the T tokens given
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)    # (B, nh, T, hs)
-            pairs = B * T * (T + 1) // 2
-        else:
-            k, v, key_positions = layer_cache.append(k, v, positions)      # (B, nh, S, hs), (S,)
-            mask = None if T == 1 else key_positions[None, :] <= positions[:, None]  # (T, S)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-            pairs = B * (k.shape[2] if mask is None else int(mask.sum()))
-        if meter is not None: meter.add_layer(B * T, pairs)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+    def split_heads(self, t):                                               # (B, T, C) -> (B, nh, T, hs)
+        B, T, C = t.shape
+        return t.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
 
+    def heads(self, x, rope):
+        "Queries and keys (rotated) and values (B, nh, T, hs) of x (B, T, C)."
+        q, k, v = (self.split_heads(t) for t in self.qkv(x).split(x.shape[-1], dim=2))
+        return apply_rope(q, *rope), apply_rope(k, *rope), v
+
+    def merge(self, y):                                                     # (B, nh, T, hs) -> (B, T, C)
+        B, nh, T, hs = y.shape
+        return self.proj(y.transpose(1, 2).reshape(B, T, nh * hs))
+
+# %% ../nbs/02_model.ipynb #5a3cb135
+@patch
+def forward(self: Attention, x, rope, positions, layer_cache=None, meter: WorkMeter | None = None):
+    B, T, C = x.shape
+    q, k, v = self.heads(x, rope)                                           # (B, nh, T, hs) each
+    if layer_cache is None:                  # training / no cache: plain causal attention over the T tokens
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)       # (B, nh, T, hs)
+        pairs = B * T * (T + 1) // 2
+    else:
+        k, v, key_positions = layer_cache.append(k, v, positions)         # (B, nh, S, hs), (S,)
+        mask = None if T == 1 else key_positions[None, :] <= positions[:, None]   # (T, S)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        pairs = B * (k.shape[2] if mask is None else int(mask.sum()))
+    if meter is not None: meter.add_layer(B * T, pairs)
+    return self.merge(y)
+
+# %% ../nbs/02_model.ipynb #6bda4a92
 class SwiGLU(nn.Module):
     def __init__(self, mc: ModelConfig):
         super().__init__()
         hidden = mc.ffn_mult * mc.dim
         self.gate, self.up = nn.Linear(mc.dim, hidden, bias=False), nn.Linear(mc.dim, hidden, bias=False)
         self.down = nn.Linear(hidden, mc.dim, bias=False)
+
     def forward(self, x): return self.down(F.silu(self.gate(x)) * self.up(x))
 
+# %% ../nbs/02_model.ipynb #7489381f
 class Block(nn.Module):
     def __init__(self, mc: ModelConfig):
         super().__init__()
@@ -118,12 +157,36 @@ class Block(nn.Module):
         self.attn, self.ffn = Attention(mc), SwiGLU(mc)
         self.norm1, self.norm2 = RMSNorm(mc.dim), RMSNorm(mc.dim)
 
-    def forward(self, x, rope, positions, layer_cache=None, meter=None):
+    def around(self, x, attend):
+        "The block on x (B, T, C), with `attend(a)` the attention's output for its input a."
         if self.pre_norm:
-            x = x + self.attn(self.norm1(x), rope, positions, layer_cache, meter)
+            x = x + attend(self.norm1(x))
             return x + self.ffn(self.norm2(x))
-        x = self.norm1(x + self.attn(x, rope, positions, layer_cache, meter))   # post-norm (reference)
+        x = self.norm1(x + attend(x))                                       # post-norm (reference)
         return self.norm2(x + self.ffn(x))
+
+    def forward(self, x, rope, positions, layer_cache=None, meter=None):
+        return self.around(x, lambda a: self.attn(a, rope, positions, layer_cache, meter))
+
+# %% ../nbs/02_model.ipynb #494a82cb
+@patch
+def kv_project(self: Block, h: torch.Tensor, rope) -> tuple[torch.Tensor, torch.Tensor]:
+    "Keys (rotated) and values (B, nh, T, hs) that the attention makes of the block input h (B, T, C)."
+    x = self.norm1(h) if self.pre_norm else h                            # what the attention sees
+    C = x.shape[-1]
+    k, v = F.linear(x, self.attn.qkv.weight[C:]).split(C, dim=2)          # rows C..3C of qkv are k and v
+    return apply_rope(self.attn.split_heads(k), *rope), self.attn.split_heads(v)
+
+@patch
+def masked_forward(self: Block, x, rope, mask, replace=None, kv=None):
+    "x (B, T, C), attention mask (B, T, T) (True: may attend); the K/V of rows `replace` (B, T) taken from kv."
+    def attend(a):
+        q, k, v = self.attn.heads(a, rope)
+        if replace is not None:
+            r = replace[:, None, :, None]
+            k, v = torch.where(r, kv[0], k), torch.where(r, kv[1], v)
+        return self.attn.merge(F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None]))
+    return self.around(x, attend)
 
 # %% ../nbs/02_model.ipynb #066d0006
 class ExitHead(nn.Module):
@@ -151,6 +214,14 @@ class EarlyExitLM(nn.Module):
     def exit_layers(self): return self.config.exit_layers
 
     def head(self, exit_layer: int) -> ExitHead: return self.heads[str(exit_layer)]
+
+    def early_exit(self, exit_layer: int | None = None) -> int:
+        "The exit early-exit methods decide at: `exit_layer`, or (None) config.shallow_exit; never the top."
+        e = self.config.shallow_exit if exit_layer is None else exit_layer
+        if e not in self.exit_layers[:-1]:
+            raise ConfigError("exit_layer", exit_layer,
+                              f"one of the model's early exits {self.exit_layers[:-1]} (None: the shallowest)")
+        return e
 
     def rope(self, positions):
         return rope_angles(positions, self.config.head_dim, self.config.rope_base)
@@ -224,23 +295,3 @@ def param_counts(model: EarlyExitLM) -> dict:
         counts[f"head{e}"] = sum(p.numel() for p in head.parameters() if not (model.config.tie_embeddings and p is model.embed.weight))
     counts["total"] = sum(p.numel() for p in model.parameters())
     return counts
-
-@dataclass
-class FlopModel:
-    "FLOPs of each component, per token (and per attention pair); multiply these by counted work."
-    layer: int            # a layer's projections, per token
-    attention_pair: int   # per (query, key) pair scored, per layer
-    head: int             # one exit head, per token
-    softmax: int          # a softmax-max confidence over the vocabulary, per token (exp, sum, max ~ 3 V)
-
-    def layer_flops(self, context_len: int) -> int: return self.layer + self.attention_pair * context_len
-    def of(self, meter: WorkMeter) -> int:
-        "Total FLOPs of the work a meter counted."
-        return (meter.layer_forwards * self.layer + meter.attention_pairs * self.attention_pair
-                + meter.head_evals * self.head + meter.confidence_evals * self.softmax)
-
-def flop_model(model: EarlyExitLM) -> FlopModel:
-    mc = model.config
-    hidden = mc.ffn_mult * mc.dim
-    return FlopModel(layer=2 * (4 * mc.dim * mc.dim + 3 * mc.dim * hidden), attention_pair=4 * mc.dim,
-                     head=2 * mc.dim * mc.vocab_size, softmax=3 * mc.vocab_size)

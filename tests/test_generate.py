@@ -3,6 +3,7 @@ import random
 import pytest, torch
 from eelab.model import EarlyExitLM, ModelConfig
 from eelab.generate import no_cache, cached, true_exit, fake_exit, recompute_skip_pattern, max_softmax
+from eelab.cost import flop_model
 from eelab.config import ConfigError
 
 
@@ -67,12 +68,12 @@ def test_fake_exit_batch_picks_per_row():
     prompt = torch.randint(0, 40, (4, 5))
     conf = max_softmax(model(prompt)[2]).flatten()
     res = fake_exit(model, prompt, 16, float(conf.median()))
-    assert torch.equal(res.exit_layers, torch.where(res.confidences >= float(conf.median()), 2, 4))
+    assert torch.equal(res.token_exits, torch.where(res.confidences >= float(conf.median()), 2, 4))
     assert res.decode.layer_forwards == 4 * 16 * 4
 
 
 # ---- KV fill policies (issue: upper-cache gaps) ----
-from eelab.generate import FILL_POLICIES, kv_project, full_cache
+from eelab.generate import FILL_POLICIES, full_cache
 
 
 def _mid_threshold(model, e, V):
@@ -92,14 +93,14 @@ def test_fill_policies_match_definitions(mc):
     fed = orc.tokens[:, :-1]
     with torch.no_grad():
         full = model(fed)[L][0, P - 1:]
-    deep = orc.exit_layers[0] == L
+    deep = orc.token_exits[0] == L
     assert (orc.logits[0][deep] - full[deep]).abs().max() < 1e-4 if deep.any() else True
     ref = full_cache(model, fed)
     for i in range(e, L):
         assert (orc.cache[i].k[:, :, :ref[i].length] - ref[i].k).abs().max() < 1e-4
         assert (orc.cache[i].v[:, :, :ref[i].length] - ref[i].v).abs().max() < 1e-4
     # recompute == oracle under greedy decoding; its upper cache == the full model's at the positions it holds
-    assert torch.equal(rec.tokens, orc.tokens) and torch.equal(rec.exit_layers, orc.exit_layers)
+    assert torch.equal(rec.tokens, orc.tokens) and torch.equal(rec.token_exits, orc.token_exits)
     assert (rec.logits - orc.logits).abs().max() < 1e-4
     for i in range(e, L):
         held = rec.cache[i].held_positions()
@@ -109,11 +110,11 @@ def test_fill_policies_match_definitions(mc):
     with torch.no_grad():
         pf = pro.tokens[:, :-1]
         h = model.forward_layers(model.embed(pf), 0, e, torch.arange(pf.shape[1]))
-        skipped = [P - 1 + int(i) for i in (pro.exit_layers[0] == e).nonzero().squeeze(1)]
+        skipped = [P - 1 + int(i) for i in (pro.token_exits[0] == e).nonzero().squeeze(1)]
         for i in range(e, L):
             assert pro.cache[i].held_positions() == list(range(pf.shape[1]))
             if skipped:
-                k, v = kv_project(model.layers[i], h[:, skipped], model.rope(torch.tensor(skipped)))
+                k, v = model.layers[i].kv_project(h[:, skipped], model.rope(torch.tensor(skipped)))
                 assert (pro.cache[i].k[:, :, skipped] - k).abs().max() < 1e-4
                 assert (pro.cache[i].v[:, :, skipped] - v).abs().max() < 1e-4
     assert bool(pro.upper_cached.all())
@@ -123,9 +124,11 @@ def test_fill_policies_match_definitions(mc):
         done = int(r.upper_cached.sum()) - D if f == "recompute" else 0
         want = dict(skip=S * e + D * L, propagate=S * e + D * L, recompute=n * e + (D + done) * (L - e), oracle=n * L)[f]
         assert r.decode.layer_forwards == want, f
-        assert r.kv_fill_forwards == (S * (L - e) if f == "propagate" else 0)
+        assert r.decode.kv_fills == (S * (L - e) if f == "propagate" else 0)
         assert r.decode.head_evals == S + 2 * D
-        assert r.decode_flops == r.flops_per.of(r.decode) + r.kv_fill_forwards * 4 * mc.dim ** 2
+        fm, d = flop_model(model), r.decode       # FLOPs: layers, pairs, heads, K/V fills at 4 C^2, softmax at 3 V
+        assert r.decode_flops == (d.layer_forwards * fm.layer + d.attention_pairs * fm.attention_pair + d.head_evals * fm.head
+                                  + d.kv_fills * 4 * mc.dim ** 2 + n * 3 * mc.vocab_size)
 
 
 def test_recompute_leftover_queue_is_not_processed():
@@ -154,7 +157,139 @@ def test_estimator_without_logits_pays_one_head():
     prompt = torch.randint(0, 50, (1, 4))
     for c in (0.0, 1.0):
         r = true_exit(model, prompt, 12, 0.5, estimator=Const(c))
-        assert r.decode.head_evals == 12 and r.estimator == "const" and r.estimator_flops_per_eval == 5
-        assert r.decode_flops == r.flops_per.of(r.decode) + 12 * (5 - r.flops_per.softmax)
+        assert r.decode.head_evals == 12 and r.estimator == "const" and r.decode.estimator_flops == 12 * 5
+        fm, d = flop_model(model), r.decode
+        assert r.decode_flops == d.layer_forwards * fm.layer + d.attention_pairs * fm.attention_pair + 12 * fm.head + 12 * 5
     assert torch.equal(true_exit(model, prompt, 12, 0.5, estimator=Const(0.0)).tokens, cached(model, prompt, 12).tokens)
     assert torch.equal(true_exit(model, prompt, 12, 0.5, estimator=Const(1.0)).tokens, cached(model, prompt, 12, exit_layer=2).tokens)
+
+
+# ---- cost model: counted cost beside the reference's formula (issue 8 §4, issue 9 §1) ----
+from eelab.cost import full_depth_work
+from eelab.model import WorkMeter
+
+
+def _small(seed=6, **kw):
+    torch.manual_seed(seed)
+    return EarlyExitLM(ModelConfig(**{**dict(vocab_size=40, dim=16, num_heads=2), **kw})).eval()
+
+
+def test_counted_cost_beside_reference_cost():
+    # fails if counted_cost is missing, or derived from the layer formula instead of counted FLOPs
+    model = _small()
+    prompt = torch.randint(0, 40, (1, 5))
+    base = cached(model, prompt, 20)
+    assert base.decode == full_depth_work(4, 4, 20) == base.full_depth and base.counted_cost == 1.0
+    th = _mid_threshold(model, 2, 40)
+    for r in (fake_exit(model, prompt, 20, th), true_exit(model, prompt, 20, th, fill="oracle")):
+        assert 0 < r.shallow_count < 20 and r.savings > 0           # the formula claims a saving...
+        assert r.counted_cost > 1 and r.summary()["counted_cost"] == r.counted_cost   # ...the counted work says otherwise
+    skip = true_exit(model, prompt, 20, th)
+    assert skip.counted_cost == skip.decode_flops / base.decode_flops
+
+
+# ---- on_step (issue 9 §2) ----
+@pytest.mark.parametrize("fill", FILL_POLICIES)
+def test_on_step_matches_result(fill):
+    # fails if steps are missed or doubled, if a step's work is not that step's, or if exits/confidences differ
+    model = _small(7)
+    prompt = torch.randint(0, 40, (1, 4))
+    steps = []
+    r = true_exit(model, prompt, 24, _mid_threshold(model, 2, 40), fill=fill, on_step=steps.append)
+    assert [s.index for s in steps] == list(range(24))
+    assert sum((s.work for s in steps), WorkMeter()) == r.decode
+    assert all(s.work.confidence_evals == 1 and s.work.layer_forwards >= 2 for s in steps)
+    assert torch.equal(torch.stack([s.exit for s in steps], 1), r.token_exits)
+    assert torch.equal(torch.stack([s.confidence for s in steps], 1), r.confidences)
+    assert torch.equal(torch.stack([s.token for s in steps], 1), r.new_tokens)
+    went_up = {s.index for s in steps if s.upper_cached[0]} | {i for s in steps for i in s.entered_upper}
+    assert went_up == set(r.upper_cached[0].nonzero().flatten().tolist())
+
+
+@pytest.mark.parametrize("method", ["no_cache", "cached", "fake_exit"])
+def test_on_step_every_generator(method):
+    from eelab.generate import generate
+    model = _small(8)
+    prompt = torch.randint(0, 40, (2, 3))
+    steps = []
+    kw = dict(threshold=0.5) if method == "fake_exit" else {}
+    r = generate(model, prompt, 6, method=method, on_step=steps.append, **kw)
+    assert len(steps) == 6 and sum((s.work for s in steps), WorkMeter()) == r.decode
+    assert torch.equal(torch.stack([s.exit for s in steps], 1), r.token_exits)
+    assert torch.equal(torch.stack([s.confidence for s in steps], 1).isnan(), r.confidences.isnan())
+    # without on_step the same run counts the same work and makes the same tokens
+    plain = generate(model, prompt, 6, method=method, **kw)
+    assert plain.decode == r.decode and torch.equal(plain.tokens, r.tokens)
+
+
+# ---- bad input to the Python API (issue 8 §4): each case failed or answered silently before ----
+@pytest.mark.parametrize("threshold", [float("nan"), -0.5, float("inf"), None, "0.5", True])
+@pytest.mark.parametrize("method", [true_exit, fake_exit])
+def test_bad_threshold(method, threshold):
+    model = _small()
+    with pytest.raises(ConfigError, match="threshold"):
+        method(model, torch.zeros(1, 3, dtype=torch.long), 4, threshold)
+
+
+def test_threshold_extremes_documented():
+    # 0 always exits, anything above 1 never does; 1.0 is not "never": a confidence rounds to exactly 1.0
+    model = _small()
+    prompt = torch.randint(0, 40, (1, 3))
+    assert true_exit(model, prompt, 8, 0).deep_count == 0
+    assert true_exit(model, prompt, 8, 1.0000001).shallow_count == 0
+    assert max_softmax(torch.tensor([0.0, 40.0])).item() == 1.0
+
+
+@pytest.mark.parametrize("temperature", [-1.0, float("nan"), float("inf"), None])
+def test_bad_temperature(temperature):
+    with pytest.raises(ConfigError, match="temperature"):
+        cached(_small(), torch.zeros(1, 3, dtype=torch.long), 4, temperature)
+
+
+@pytest.mark.parametrize("prompt, n_new, field", [
+    (torch.zeros(3, dtype=torch.long), 4, "prompt"),          # 1-D: was "not enough values to unpack"
+    (torch.zeros(1, 3), 4, "prompt"),                         # float ids: were truncated or crashed in the embedding
+    (torch.zeros(1, 3, dtype=torch.long), 2.5, "n_new"),     # was a raw TypeError
+    (torch.zeros(1, 3, dtype=torch.long), 0, "n_new"),
+    (torch.full((1, 3), 99), 4, "prompt"),                    # ids outside the vocabulary
+])
+def test_bad_prompt_and_n_new(prompt, n_new, field):
+    for method in (no_cache, cached):
+        with pytest.raises(ConfigError, match=field):
+            method(_small(), prompt, n_new)
+
+
+def test_exit_layer_zero_is_rejected():
+    # was silently the default exit
+    model = _small()
+    p = torch.zeros(1, 3, dtype=torch.long)
+    for call in (lambda: true_exit(model, p, 4, 0.5, exit_layer=0), lambda: fake_exit(model, p, 4, 0.5, exit_layer=0),
+                 lambda: cached(model, p, 4, exit_layer=0), lambda: no_cache(model, p, 4, exit_layer=0)):
+        with pytest.raises(ConfigError, match="exit_layer"):
+            call()
+
+
+def test_longer_than_trained_context_warns_once():
+    model = _small(context_len=8)
+    p = torch.zeros(1, 4, dtype=torch.long)
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        true_exit(model, p, 5, 0.5)                               # 4 + 5 - 1 = 8 positions fed: fine
+        assert not caught
+        true_exit(model, p, 9, 0.5)                               # 12 positions: one warning, not one per token
+    assert len(caught) == 1 and "trained on 8" in str(caught[0].message)
+
+
+def test_mode_restored_when_generator_raises():
+    # the model was left in eval mode when a step raised
+    model = _small().train()
+    class Broken:
+        name, needs_logits = "broken", False
+        def flops(self, model): return 0
+        def __call__(self, state): raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"):
+        true_exit(model, torch.zeros(1, 3, dtype=torch.long), 4, 0.5, estimator=Broken())
+    assert model.training
+    cached(model, torch.zeros(1, 3, dtype=torch.long), 2)
+    assert model.training
