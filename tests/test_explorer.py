@@ -1,6 +1,14 @@
-"""The live exit explorer (issue #4), driven through its handlers without a browser."""
+"""The live exit explorer (issues #4, #8 §3), driven through its handlers without a browser.
+
+Each test names what breaks it; the real-browser layout check (one laptop screen) is tests/test_browser.py.
+"""
+import math
+
 import pytest, torch
-from eelab.explorer import Explorer, record, exit_colours, load_explorer_model, asset_path, SHALLOW, DEEP
+from eelab.config import ConfigError
+from eelab.estimators import Saturation
+from eelab.explorer import (Explorer, record, exit_colours, legend_html, load_explorer_model, asset_path,
+                            SHALLOW, DEEP, SKIPPED, DISCARDED)
 from eelab.generate import generate
 from eelab.model import EarlyExitLM, ModelConfig
 from eelab.data import CharTokenizer
@@ -10,20 +18,24 @@ TOK = CharTokenizer(["<unk>", "<pad>"] + list("abcdefghijklmnopqrstuvwxyz :."))
 
 def tiny(exits=(2, 4), n_layers=4, seed=0):
     torch.manual_seed(seed)
-    return EarlyExitLM(ModelConfig(vocab_size=TOK.vocab_size, dim=32, num_heads=2, n_layers=n_layers, exit_layers=exits)).eval()
+    mc = ModelConfig(vocab_size=TOK.vocab_size, dim=32, num_heads=2, n_layers=n_layers, exit_layers=exits)
+    return EarlyExitLM(mc).eval()
 
 
 @pytest.mark.parametrize("method", ["cached", "fake_exit", "true_exit"])
-def test_recorder_is_transparent_and_counts_per_token(method):
+def test_record_is_the_generators_own_steps(method):
+    # breaks if the explorer re-derives exits/confidences/work instead of taking the generator's steps
     model = tiny()
     kw = dict(threshold=0.05) if method != "cached" else {}
     trace, res = record(model, TOK, "romeo:", 30, method, 0.05, temperature=1.0, seed=3)
     plain = generate(model, torch.tensor([TOK.encode("romeo:")]), 30, method=method, temperature=1.0,
                      generator=torch.Generator().manual_seed(3), **kw)
-    assert torch.equal(res.tokens, plain.tokens) and torch.equal(res.exit_layers, plain.exit_layers)
+    assert torch.equal(res.tokens, plain.tokens) and trace.exits == plain.token_exits[0].tolist()
     c = trace.counters()
     assert c["layer_forwards"] == res.decode.layer_forwards
     assert c["head_evals"] == res.decode.head_evals and c["confidence_evals"] == res.decode.confidence_evals
+    # the counters use eelab.cost, exactly as the result does
+    assert c["counted_cost"] == pytest.approx(res.counted_cost)
     assert c["reference_cost"] == pytest.approx(res.reference_cost)
 
 
@@ -31,26 +43,115 @@ def test_explorer_handlers():
     ex = Explorer(tiny(), TOK, prompt="juliet:", n_new=24, threshold=0.05)
     bars = ex.fig.data[0]
     assert bars.name == "confidence" and len(bars.x) == 24 and ex.step_slider.value == ex.play.value == 24
-    assert list(bars.marker.color) == [SHALLOW if x < 4 else DEEP for x in ex.result.exit_layers[0].tolist()]
+    assert list(bars.marker.color) == [SHALLOW if x < 4 else DEEP for x in ex.result.token_exits[0].tolist()]
     first = list(bars.marker.color)
-    ex.set_threshold(0.0); assert set(ex.fig.data[0].marker.color) == {SHALLOW}
-    ex.set_threshold(1.0); assert set(ex.fig.data[0].marker.color) == {DEEP}
-    assert ex.fig.layout.shapes[0].y0 == 1.0
-    ex.set_threshold(0.05); assert list(ex.fig.data[0].marker.color) == first
-    ex.play_to(5); assert len(ex.fig.data[0].x) == 5 and ex.play.value == 5
-    ex.step(); ex.back(); ex.back(); assert ex.k == 4
-    ex.set_mode("full"); assert ex.result.method == "cached" and ex.k == 24
-    ex.set_n_new(10); assert len(ex.fig.data[0].x) == 10 and ex.play.max == 10
-    live = ex.run_live(); assert len(ex.fig.data[0].x) == 10 and live.method == "cached"
+    ex.set_threshold(0.0)
+    assert set(ex.fig.data[0].marker.color) == {SHALLOW}
+    ex.set_threshold(1.0)
+    assert set(ex.fig.data[0].marker.color) == {DEEP} and ex.fig.layout.shapes[0].y0 == 1.0
+    ex.set_threshold(0.05)
+    assert list(ex.fig.data[0].marker.color) == first
+    ex.play_to(5)
+    assert len(ex.fig.data[0].x) == 5 and ex.play.value == 5
+    ex.step()
+    ex.back()
+    ex.back()
+    assert ex.k == 4
+    ex.set_mode("full")
+    assert ex.result.method == "cached" and ex.k == 24
+    ex.set_n_new(10)
+    assert len(ex.fig.data[0].x) == 10 and ex.play.max == 10
+    live = ex.run_live()
+    assert len(ex.fig.data[0].x) == 10 and live.method == "cached"
     static = ex.static_figure()
     assert static.data[0].name != "confidence" and len(static.data[0].x) == 10
+
+
+BAD = [("n_new", -5), ("n_new", 2.5), ("n_new", 1000), ("threshold", float("nan")), ("threshold", -0.1),
+       ("threshold", "0.5"), ("mode", "fast"), ("temperature", -1.0), ("seed", -1), ("prompt", 3)]
+
+
+@pytest.mark.parametrize("name, bad", BAD)
+def test_bad_arguments_name_the_field(name, bad):
+    # breaks if a bad argument reaches a widget (TraitError) or the generator (raw TypeError)
+    with pytest.raises(ConfigError, match=f"{name}="):
+        Explorer(tiny(), TOK, **{"n_new": 4, name: bad})
+
+
+def test_counters_show_the_current_regeneration():
+    # breaks if "last regenerate + redraw" shows the previous regeneration's time (or none)
+    ex = Explorer(tiny(), TOK, n_new=8, threshold=0.05)
+    assert "last regenerate" not in ex.counters_html.value            # nothing regenerated yet
+    for v in (0.0, 0.3):
+        ex.set_threshold(v)
+        shown = f"last regenerate + redraw</td><td><b>{ex.redraw_seconds * 1000:.0f} ms"
+        assert shown in ex.counters_html.value
+
+
+def test_live_generation_time_excludes_drawing_and_delays():
+    # breaks if the live run's "generation time" includes the redraws and the sleeps between tokens
+    ex = Explorer(tiny(), TOK, n_new=8, threshold=0.05)
+    ex.run_live(delay=0.05)
+    assert ex.trace.seconds < 8 * 0.05 and ex.trace.seconds <= ex.result.seconds
+    assert f"{ex.trace.seconds * 1000:.0f} ms for 8 tokens" in ex.counters_html.value
+
+
+def test_live_confidence_is_the_estimators_own():
+    # breaks if the live bars recompute softmax max instead of the confidence the generator decided with
+    ex = Explorer(tiny(), TOK, n_new=8, threshold=0.5, estimator=Saturation())
+    partials = []
+    show = ex.show
+    ex.show = lambda k, trace=None: (partials.append(trace), show(k, trace))
+    res = ex.run_live()
+    live = [t for t in partials if t is not None]
+    assert [t.n for t in live] == list(range(1, 9))
+    assert live[-1].confidences == pytest.approx(res.confidences[0].tolist())
+    assert res.estimator == "saturation"
+
+
+def test_replay_shows_no_future_labels():
+    # breaks if the x axis labels every token of the generation while replaying the first k
+    ex = Explorer(tiny(), TOK, n_new=12, threshold=0.05)
+    ex.play_to(3)
+    assert list(ex.fig.layout.xaxis2.tickvals) == [0, 1, 2] and len(ex.fig.layout.xaxis2.ticktext) == 3
+    ex.play_to(12)
+    assert len(ex.fig.layout.xaxis2.ticktext) == 12
+
+
+def test_full_mode_says_why_there_are_no_bars():
+    # breaks if full mode shows an empty bar chart without a word
+    ex = Explorer(tiny(), TOK, n_new=6, threshold=0.05, mode="full")
+    note = ex.fig.layout.annotations[0]
+    assert note.visible and "no exit decision" in note.text and not ex.fig.layout.shapes[0].visible
+    ex.set_mode("true exit")
+    assert not ex.fig.layout.annotations[0].visible and ex.fig.layout.shapes[0].visible
+
+
+def test_legend_and_wrapping_text():
+    # breaks if the depth strip's colours are unexplained, or the tokens cannot wrap (no break opportunity)
+    ex = Explorer(tiny(), TOK, n_new=20, threshold=0.05)
+    legend = ex.legend.value
+    assert all(c in legend for c in (SHALLOW, DEEP, SKIPPED, DISCARDED))
+    assert "skipped" in legend and "thrown away" in legend
+    assert legend == legend_html(exit_colours((2, 4)), 4) and ex.widget.children[2] is ex.legend
+    assert ex.text.value.count("<wbr>") == 19 and "overflow-wrap:anywhere" in ex.text.value
+
+
+def test_counted_cost_beside_the_formula():
+    # breaks if a saving is shown from the reference's formula alone: fake exit runs every layer
+    ex = Explorer(tiny(), TOK, n_new=16, threshold=0.05, mode="fake exit")
+    c = ex.trace.counters()
+    assert c["shallow"] > 0 and c["reference_cost"] < 1 <= c["counted_cost"]
+    html = ex.counters_html.value
+    assert "cost (counted FLOPs)" in html and "cost (reference's formula)" in html
+    assert "reference's formula" in ex.static_figure().layout.title.text
 
 
 def test_more_exits_get_a_colour_each():
     cols = exit_colours((1, 2, 3))
     assert cols[1] == SHALLOW and cols[3] == DEEP and len(set(cols.values())) == 3
     ex = Explorer(tiny((1, 2, 3), 3), TOK, n_new=12, threshold=0.04)
-    assert list(ex.fig.data[0].marker.color) == [cols[x] for x in ex.result.exit_layers[0].tolist()]
+    assert list(ex.fig.data[0].marker.color) == [cols[x] for x in ex.result.token_exits[0].tolist()]
 
 
 def test_shipped_checkpoint():
@@ -58,3 +159,4 @@ def test_shipped_checkpoint():
     assert path.exists() and path.stat().st_size <= 5_000_000
     model, tok, threshold = load_explorer_model()
     assert model.exit_layers == (2, 4) and model.config.vocab_size == tok.vocab_size and 0 < threshold < 1
+    assert not math.isnan(threshold)
