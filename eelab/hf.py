@@ -63,6 +63,11 @@ class HFConfig:
             raise ConfigError("exit_layers", self.exit_layers,
                               f"layers in 1..{self.n_layers}, the last being n_layers={self.n_layers}")
 
+    @property
+    def shallow_exit(self) -> int: return self.exit_layers[0]     # where early-exit methods decide by default
+    @property
+    def context_len(self) -> int: return self.max_len
+
 # %% ../nbs/12_hf.ipynb #12f4bae0
 def hf_config_of(c, exit_layers=()) -> HFConfig:
     "An HFConfig read from a transformers config `c`."
@@ -208,6 +213,13 @@ class HFEarlyExitLM(nn.Module):
     @property
     def exit_layers(self): return self.config.exit_layers
     def head(self, exit_layer: int) -> HFExitHead: return self.heads[str(exit_layer)]
+    def early_exit(self, exit_layer: int | None = None) -> int:
+        "The exit early-exit methods decide at: `exit_layer`, or (None) the shallowest; never the top."
+        e = self.config.shallow_exit if exit_layer is None else exit_layer
+        if e not in self.exit_layers[:-1]:
+            raise ConfigError("exit_layer", exit_layer,
+                              f"one of the early exits {self.exit_layers[:-1]} (None: the shallowest)")
+        return e
     def __repr__(self):
         c = self.config
         return f"HFEarlyExitLM({c.model_type}, {c.n_layers} layers, dim {c.dim}, exits {c.exit_layers})"
