@@ -7,7 +7,7 @@ import torch
 transformers = pytest.importorskip("transformers", reason="eelab.hf needs the extra: pip install eelab[hf]")
 from transformers import LlamaConfig, LlamaForCausalLM, GPT2Config, GPT2LMHeadModel, BertConfig  # noqa: E402
 from eelab.config import ConfigError  # noqa: E402
-from eelab.hf import HFEarlyExitLM, load_pretrained, require_transformers, OFFLINE_MODELS  # noqa: E402
+from eelab.hf import HFEarlyExitLM, HFTokenizer, load_pretrained, require_transformers, OFFLINE_MODELS  # noqa: E402
 from eelab import generate as G  # noqa: E402
 from eelab.cache import KVCache  # noqa: E402
 
@@ -157,6 +157,29 @@ def test_self_speculation(pair):
     _, model = pair
     res = speculate.self_speculative(model, prompt_of(model), N_NEW, exit_layer=2)
     assert torch.equal(res.tokens, G.cached(model, prompt_of(model), N_NEW).tokens)
+
+
+def char_tokenizer():
+    "A transformers tokenizer of single characters (no hub): ids 1..31, <pad> = 0."
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from transformers import PreTrainedTokenizerFast
+    chars = "abcdefghijklmnopqrstuvwxyz .,!?"
+    tk = Tokenizer(models.BPE(vocab={"<pad>": 0, **{c: i + 1 for i, c in enumerate(chars)}}, merges=[],
+                              unk_token="<pad>"))
+    tk.pre_tokenizer, tk.decoder = pre_tokenizers.Split("", "isolated"), decoders.Fuse()
+    return HFTokenizer(PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>"))
+
+
+def test_explorer_renders():
+    "The explorer records and draws a wrapped model with a transformers tokenizer (through HFTokenizer)."
+    from eelab.explorer import record, trace_figure
+    tok = char_tokenizer()
+    assert tok.decode(tok.encode("hello world")) == "hello world" and tok.pad_id == 0
+    model = HFEarlyExitLM(_scale_up(tiny_llama()), exit_layers=(2, 4))
+    trace, res = record(model, tok, "hello", 6, method="true_exit", threshold=0.5)
+    assert len(trace.tokens) == 6 and set(trace.exits) <= {2, 4}
+    assert torch.equal(torch.tensor(trace.exits), res.token_exits[0])
+    assert len(trace_figure(trace).data) > 0
 
 
 # The real pretrained model: ~100 MB fetched once, ~20 s to load, so not part of `make test`.
