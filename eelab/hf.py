@@ -14,7 +14,7 @@ from .cost import FlopModel
 # %% auto #0
 __all__ = ['FAMILIES', 'OFFLINE_MODELS', 'require_transformers', 'family_of', 'default_exits', 'HFConfig', 'hf_config_of',
            'attend', 'HFBlock', 'rotate', 'LlamaBlock', 'GPT2Block', 'HFExitHead', 'HFEarlyExitLM', 'HFTokenizer',
-           'load_pretrained', 'fetch_offline']
+           'char_tokenizer', 'tiny_random', 'load_pretrained', 'fetch_offline']
 
 # %% ../nbs/12_hf.ipynb #464fbedc
 def require_transformers():
@@ -292,6 +292,36 @@ class HFTokenizer:
     def decode(self, ids) -> str: return self.hf.decode([int(i) for i in ids])
     def id_to_token(self, i: int) -> str: return self.hf.decode([int(i)])
     def __repr__(self): return f"HFTokenizer({type(self.hf).__name__}, vocab_size={self.vocab_size})"
+
+# %% ../nbs/12_hf.ipynb #3335f075
+def char_tokenizer(chars: str = "abcdefghijklmnopqrstuvwxyz .,!?") -> HFTokenizer:
+    "A transformers tokenizer of single characters, built offline: <pad> = 0, then `chars`."
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    tf = require_transformers()
+    vocab = {"<pad>": 0, **{c: i + 1 for i, c in enumerate(chars)}}
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<pad>"))
+    tk.pre_tokenizer, tk.decoder = pre_tokenizers.Split("", "isolated"), decoders.Fuse()
+    return HFTokenizer(tf.PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>"))
+
+# %% ../nbs/12_hf.ipynb #07fd6aa6
+def tiny_random(family: str = "llama", n_layers: int = 4, exit_layers=(), seed: int = 0) -> HFEarlyExitLM:
+    "A random `family` model (llama: 6 query, 2 K/V heads; gpt2), wrapped, with a character tokenizer."
+    tf, tok = require_transformers(), char_tokenizer()
+    ids = dict(bos_token_id=None, eos_token_id=None, pad_token_id=None)   # generate must not stop early
+    if family == "llama":
+        cfg = tf.LlamaConfig(vocab_size=tok.vocab_size, hidden_size=48, intermediate_size=96,
+                             num_hidden_layers=n_layers, num_attention_heads=6, num_key_value_heads=2,
+                             max_position_embeddings=256, **ids)
+    elif family == "gpt2":
+        cfg = tf.GPT2Config(vocab_size=tok.vocab_size, n_embd=32, n_layer=n_layers, n_head=4,
+                            n_positions=256, **ids)
+    else: raise ConfigError("family", family, "one of llama, gpt2")
+    torch.manual_seed(seed)
+    hf_model = tf.AutoModelForCausalLM.from_config(cfg)
+    with torch.no_grad():
+        for p in hf_model.parameters():
+            if p.dim() == 2: p.mul_(4)                                    # (see above)
+    return HFEarlyExitLM(hf_model, exit_layers, tok)
 
 # %% ../nbs/12_hf.ipynb #60981b16
 def _load_hf(name_or_path, dtype, gguf_file=None):
