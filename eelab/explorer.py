@@ -228,7 +228,7 @@ def _strip_colorscale(colours: dict) -> list:
     return [[(i + j) / n, c] for i, c in enumerate(cols) for j in (0, 1)]
 
 # %% ../nbs/06_explorer.ipynb #5419f59b
-_FIG_HEIGHT = 300       # px: the figure's share of one laptop screen
+_FIG_HEIGHT = 280       # px: the figure's share of one laptop screen
 _NO_BARS = "full mode: every token runs every layer; there is no exit decision, so no confidence to draw"
 
 def _bar_data(trace: Trace, k: int, colours: dict) -> dict:
@@ -308,14 +308,14 @@ def _controls(self: Explorer, prompt, n_new, threshold, mode):
     self.prompt_box = W.Text(value=prompt, description="prompt", continuous_update=False, style=narrow,
                              layout=W.Layout(width="300px"))
     self.n_new_slider = W.IntSlider(value=n_new, min=1, max=N_NEW_MAX, description="new tokens",
-                                    continuous_update=False, style=narrow)
+                                    continuous_update=False, style=dict(description_width="80px"))
     self.live_button = W.Button(description="live", layout=W.Layout(width="70px"),
                                 tooltip="generate again, drawing every token as it is made")
     self.mode_buttons = W.ToggleButtons(options=list(MODES), value=mode, description="mode",
                                         style=dict(description_width="70px", button_width="80px"))
     self.threshold_slider = W.FloatSlider(value=threshold, min=0, max=1, step=0.01, description="threshold",
                                           continuous_update=False, readout_format=".3f", style=narrow)
-    self.play = W.Play(value=0, min=0, max=n_new, step=1, description="play", layout=W.Layout(width="110px"))
+    self.play = W.Play(value=0, min=0, max=n_new, step=1, description="play", layout=W.Layout(width="160px"))
     self.back_button = W.Button(description="◀ step", layout=W.Layout(width="70px"))
     self.step_button = W.Button(description="step ▶", layout=W.Layout(width="70px"))
     self.step_slider = W.IntSlider(value=0, min=0, max=n_new, description="step", style=narrow)
@@ -345,9 +345,9 @@ def _layout(self: Explorer):
     replay = (self.play, self.back_button, self.step_button, self.step_slider, self.speed_slider)
     self.controls = W.VBox([row(self.prompt_box, self.n_new_slider, self.live_button),
                             row(self.mode_buttons, self.threshold_slider), row(*replay)])
-    self.text = W.HTML(layout=W.Layout(flex="3 1 0", max_height="160px", overflow="auto",
+    self.text = W.HTML(layout=W.Layout(flex="1 1 0", max_height="160px", overflow="auto",
                                        margin="0 12px 0 0"))
-    self.counters_html = W.HTML(layout=W.Layout(flex="2 1 0", min_width="330px"))
+    self.counters_html = W.HTML(layout=W.Layout(flex="0 0 430px"))
     self.legend = W.HTML(legend_html(self.colours, self.model.n_layers))
     self.widget = W.VBox([self.controls, W.HBox([self.text, self.counters_html]), self.legend, self.fig])
     parts = dict(controls=self.controls, text=self.text, counters=self.counters_html, legend=self.legend,
@@ -431,10 +431,10 @@ def _pct(v: float) -> str: return "–" if math.isnan(v) else f"{v:.1%}"
 
 def _cost_rows(c: dict) -> list[tuple[str, str]]:
     counted, formula = c["counted_cost"], c["reference_cost"]
-    return [("layer forwards (counted)", f"{c['layer_forwards']} of {c['full_layer_forwards']} (full depth)"),
-            ("cost (counted FLOPs)", f"{_pct(counted)} of full depth: saving {_pct(1 - counted)}"),
-            ("cost (reference's formula)", f"{_pct(formula)}: saving {_pct(1 - formula)}"),
-            ("head evaluations", f"{c['head_evals']} ({c['confidence_evals']} exit decisions)")]
+    return [("layer forwards", f"{c['layer_forwards']} of {c['full_layer_forwards']} at full depth"),
+            ("cost: counted FLOPs", f"{_pct(counted)} of full depth (saving {_pct(1 - counted)})"),
+            ("cost: reference's formula", f"{_pct(formula)} (saving {_pct(1 - formula)})"),
+            ("heads run / exit decisions", f"{c['head_evals']} / {c['confidence_evals']}")]
 
 # %% ../nbs/06_explorer.ipynb #e79e0ca5
 @patch
@@ -445,11 +445,11 @@ def counters_table(self: Explorer, trace: Trace, k: int, timings: bool = True) -
     if timings:
         live = "" if trace.done else ", live, so far"
         ms = trace.seconds * 1000
-        rows.append(("generation time", f"{ms:.0f} ms for {trace.n} tokens (model only{live})"))
+        rows.append(("generation time", f"{ms:.0f} ms, {trace.n} tokens (model only{live})"))
         if not math.isnan(self.redraw_seconds):
             rows.append(("last regenerate + redraw", f"{self.redraw_seconds * 1000:.0f} ms"))
-    body = "".join(f"<tr><td style='padding:0 10px 0 0'>{a}</td><td><b>{b}</b></td></tr>" for a, b in rows)
-    return f"<table style='font-size:12px;line-height:1.3'>{body}</table>"
+    body = "".join(f"<tr><td style='padding:0 8px 0 0'>{a}</td><td><b>{b}</b></td></tr>" for a, b in rows)
+    return f"<table style='font-size:12px;line-height:1.25;white-space:nowrap'>{body}</table>"
 
 # %% ../nbs/06_explorer.ipynb #11bb406e
 @patch

@@ -7,7 +7,10 @@ the DOM contract shared by ``tests/_browser_demo.ipynb`` (the harness's self-tes
 
 * a bar trace named ``confidence`` with one bar per token (the notebook prints ``N_TOKENS=<n>``);
 * bar colours ``#2a9d8f`` (shallow exit, confidence >= threshold) / ``#e76f51`` (deep);
-* an ``ipywidgets.FloatSlider(description="threshold")`` whose Python observer recolours the bars.
+* an ``ipywidgets.FloatSlider(description="threshold")`` whose Python observer recolours the bars;
+* for the explorer (issue 8 §3): at a 1366x768 laptop viewport its controls, text, counters, legend and
+  figure lie within one screen at once (bounding boxes), and the generated text wraps instead of
+  running off the right edge.
 
 Artifacts (screenshot, browser console log, server log) go to ``test-artifacts/``.
 Without chromium the test is skipped, unless ``CI`` is set, where it fails.
@@ -27,7 +30,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -60,9 +62,13 @@ LAB_SETTINGS = {
 # Generous limits for slow machines; every wait polls.
 SERVER_START_S = 90
 KERNEL_READY_S = 90
-RUN_ALL_S = float(os.environ.get("EELAB_BROWSER_RUN_ALL_S", 120))  # run-all budget (explorer may load a model)
+RUN_ALL_S = float(os.environ.get("EELAB_BROWSER_RUN_ALL_S", 120))  # run-all budget (loads a model)
 RENDER_S = 60
 UPDATE_S = 30
+
+VIEWPORT = {"width": 1366, "height": 768}      # a common laptop screen (issue 8 §3)
+# The explorer's parts, by the CSS classes eelab.explorer gives them; all must fit one screen at once.
+EXPLORER_PARTS = ("controls", "text", "counters", "legend", "figure")
 
 
 def _in_ci() -> bool:
@@ -195,7 +201,7 @@ def browser_context(chromium_path, tmp_path_factory):
     with sync_playwright() as p:
         ctx = p.chromium.launch_persistent_context(
             user_data_dir=str(profile), executable_path=chromium_path, headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1000},
+            args=CHROMIUM_ARGS, viewport=VIEWPORT,
         )
         try:
             yield ctx
@@ -378,6 +384,52 @@ def wait_colours(page, pred, what: str) -> list[str]:
                     diag=lambda: f"colours now: {bar_colours(page)}")
 
 
+SCROLL_TO_EXPLORER_JS = """
+() => { const el = document.querySelector('.eelab-explorer');
+        if (el) el.scrollIntoView({block: 'start'}); return !!el; }
+"""
+
+# Bounding boxes of the explorer's parts, whether the text box overflows sideways, and the visible part
+# of the notebook's scrolling panel (below JupyterLab's toolbars, above its status bar).
+EXPLORER_BOXES_JS = """
+(parts) => {
+  const out = {};
+  let sc = document.querySelector('.eelab-explorer');
+  while (sc && !/(auto|scroll)/.test(getComputedStyle(sc).overflowY)) sc = sc.parentElement;
+  const v = sc ? sc.getBoundingClientRect() : {top: 0, left: 0, bottom: innerHeight, right: innerWidth};
+  out.panel = {count: 1, top: v.top, bottom: v.bottom, left: v.left, right: v.right};
+  for (const p of parts) {
+    const els = document.querySelectorAll('.eelab-' + p);
+    if (els.length !== 1) { out[p] = {count: els.length}; continue; }
+    const r = els[0].getBoundingClientRect();
+    out[p] = {count: 1, top: r.top, bottom: r.bottom, left: r.left, right: r.right,
+              scrollWidth: els[0].scrollWidth, clientWidth: els[0].clientWidth};
+  }
+  return out;
+}
+"""
+
+
+def check_explorer_fits_one_screen(page) -> dict:
+    """Scroll the explorer to the top of the notebook panel; every part must then lie inside the viewport."""
+    assert page.evaluate(SCROLL_TO_EXPLORER_JS), "no element with class eelab-explorer"
+    page.wait_for_timeout(300)                         # let the scroll and plotly's autosize settle
+    boxes = page.evaluate(EXPLORER_BOXES_JS, list(EXPLORER_PARTS))
+    panel = boxes.pop("panel")
+    top, left = max(panel["top"], 0), max(panel["left"], 0)
+    bottom, right = min(panel["bottom"], VIEWPORT["height"]), min(panel["right"], VIEWPORT["width"])
+    for part, b in boxes.items():
+        assert b["count"] == 1, f"{b['count']} elements with class eelab-{part}: {boxes}"
+        assert b["bottom"] > b["top"] and b["right"] > b["left"], f"eelab-{part} is not rendered: {b}"
+        inside = b["top"] >= top and b["left"] >= left and b["bottom"] <= bottom and b["right"] <= right
+        screen = f"{VIEWPORT['width']}x{VIEWPORT['height']}"
+        assert inside, (f"eelab-{part} {b} is not within the visible notebook "
+                        f"({top}..{bottom} x {left}..{right}) of a {screen} screen; all parts: {boxes}")
+    text = boxes["text"]
+    assert text["scrollWidth"] <= text["clientWidth"] + 1, f"the text runs off the right edge: {text}"
+    return boxes
+
+
 # --------------------------------------------------------------------------- the test
 
 
@@ -411,8 +463,12 @@ def test_notebook_widgets_in_browser(nb_path, lab, browser_context):
         assert set(initial) <= {SHALLOW, DEEP}, f"unexpected bar colours {set(initial)}"
         page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
 
+        if nb_path == "nbs/06_explorer.ipynb":
+            check_explorer_fits_one_screen(page)
+
         sl = slider(page)
-        assert _near(readout(sl), 0.5), f"threshold starts at {readout(sl)}, not 0.50"
+        start = float(readout(sl))      # the demo starts at 0.5, the explorer at the mined threshold
+        assert 0 < start < 1, f"threshold starts at {readout(sl)}"
 
         # (c) threshold 0: every token exits shallow
         set_slider_by_readout(page, sl, 0.0)
@@ -432,11 +488,13 @@ def test_notebook_widgets_in_browser(nb_path, lab, browser_context):
                  diag=lambda: readout(sl))
 
         # back to the start value: colours return to the initial rendering
-        set_slider_by_readout(page, sl, 0.5)
-        wait_colours(page, lambda c: c == initial, "initial colours back at threshold 0.5")
+        set_slider_by_readout(page, sl, start)
+        wait_colours(page, lambda c: c == initial, f"initial colours back at threshold {start}")
         assert len(bar_colours(page)) == n
     finally:
         ARTIFACTS.mkdir(exist_ok=True)
+        with contextlib.suppress(Exception):      # the screenshot shows the explorer's whole screen
+            page.evaluate(SCROLL_TO_EXPLORER_JS)
         with contextlib.suppress(Exception):
             page.screenshot(path=str(shot), full_page=False)
         console_log.write_text("\n".join(messages) + ("\n" if messages else ""))

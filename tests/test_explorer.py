@@ -93,7 +93,7 @@ def test_live_generation_time_excludes_drawing_and_delays():
     ex = Explorer(tiny(), TOK, n_new=8, threshold=0.05)
     ex.run_live(delay=0.05)
     assert ex.trace.seconds < 8 * 0.05 and ex.trace.seconds <= ex.result.seconds
-    assert f"{ex.trace.seconds * 1000:.0f} ms for 8 tokens" in ex.counters_html.value
+    assert f"{ex.trace.seconds * 1000:.0f} ms, 8 tokens (model only)" in ex.counters_html.value
 
 
 def test_live_confidence_is_the_estimators_own():
@@ -143,7 +143,7 @@ def test_counted_cost_beside_the_formula():
     c = ex.trace.counters()
     assert c["shallow"] > 0 and c["reference_cost"] < 1 <= c["counted_cost"]
     html = ex.counters_html.value
-    assert "cost (counted FLOPs)" in html and "cost (reference's formula)" in html
+    assert "cost: counted FLOPs" in html and "cost: reference's formula" in html
     assert "reference's formula" in ex.static_figure().layout.title.text
 
 
