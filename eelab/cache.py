@@ -5,6 +5,7 @@
 # %% ../nbs/03_cache.ipynb #2ee57d9d
 from __future__ import annotations
 import torch
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['CacheFullError', 'LayerCache', 'KVCache', 'SplitCache']
@@ -39,18 +40,6 @@ class LayerCache:
     def held_positions(self) -> list[int]:
         return [] if self.positions is None else self.positions[:self.length].tolist()
 
-    def crop(self, length: int) -> "LayerCache":
-        "Keep the first `length` entries (0..self.length); the next append overwrites the rest."
-        if not isinstance(length, int) or not 0 <= length <= self.length:
-            raise ValueError(f"length={length!r} must be an int in 0..{self.length} (the entries held)")
-        self.length = length
-        return self
-
-    def entries_before(self, position: int) -> int:
-        "How many held entries are at absolute positions < `position` (appended in increasing order)."
-        if self.positions is None: return 0
-        return int((self.positions[:self.length] < position).sum())
-
     def __repr__(self): return f"LayerCache(length={self.length}, max_len={self.max_len})"
 
 # %% ../nbs/03_cache.ipynb #fcb38592
@@ -63,13 +52,6 @@ class KVCache:
     def __len__(self): return len(self.layers)
     @property
     def lengths(self) -> list[int]: return [layer.length for layer in self.layers]
-
-    def crop(self, length: int) -> "KVCache":
-        "Forget, in every layer, the tokens at positions >= `length`: the cache of the first `length` tokens."
-        if not isinstance(length, int) or length < 0:
-            raise ValueError(f"length={length!r} must be an int >= 0 (a sequence length)")
-        for layer in self.layers: layer.crop(layer.entries_before(length))
-        return self
 
     def __repr__(self): return f"{type(self).__name__}(lengths={self.lengths}, max_len={self.max_len})"
 
@@ -95,3 +77,28 @@ class SplitCache(KVCache):
         if not self.reference_positions: return true_positions
         n = self.upper[0].length
         return torch.arange(n, n + len(true_positions), device=true_positions.device)
+
+# %% ../nbs/03_cache.ipynb #334d16ed
+@patch
+def crop(self: LayerCache, length: int) -> LayerCache:
+    "Keep the first `length` entries (0..self.length); the next append overwrites the rest."
+    if not isinstance(length, int) or not 0 <= length <= self.length:
+        raise ValueError(f"length={length!r} must be an int in 0..{self.length} (the entries held)")
+    self.length = length
+    return self
+
+# %% ../nbs/03_cache.ipynb #15cde1b1
+@patch
+def entries_before(self: LayerCache, position: int) -> int:
+    "How many held entries are at absolute positions < `position` (appended in increasing order)."
+    if self.positions is None: return 0
+    return int((self.positions[:self.length] < position).sum())
+
+# %% ../nbs/03_cache.ipynb #e85b54db
+@patch
+def crop(self: KVCache, length: int) -> KVCache:  # noqa: F811 (a method of another class)
+    "Forget, in every layer, the tokens at positions >= `length`: the cache of the first `length` tokens."
+    if not isinstance(length, int) or length < 0:
+        raise ValueError(f"length={length!r} must be an int >= 0 (a sequence length)")
+    for layer in self.layers: layer.crop(layer.entries_before(length))
+    return self
