@@ -17,7 +17,7 @@ from .config import ConfigError
 from .model import EarlyExitLM, WorkMeter
 from .data import Tokenizer
 from .cost import FlopModel, flop_model, full_depth_work, reference_cost
-from .train import load_model
+from .checkpoint import load_model
 from .generate import generate, GenerationResult, Step
 
 # %% auto #0
