@@ -6,14 +6,14 @@
 from __future__ import annotations
 import functools, math, numbers, time, warnings
 from dataclasses import dataclass, field
-from typing import Callable
 import torch, torch.nn.functional as F
 from fastcore.basics import patch
 from .config import ConfigError
 from .model import EarlyExitLM, WorkMeter
-from .cost import FlopModel, flop_model, full_depth_work, reference_cost
+from . import cost
+from .cost import FlopModel, flop_model
 from .cache import KVCache, SplitCache
-from .estimators import Estimator, ExitState, as_estimator, max_softmax
+from .estimators import Estimator, ExitState, as_estimator
 
 # %% auto #0
 __all__ = ['FILLS', 'FILL_POLICIES', 'GENERATORS', 'next_token', 'GenerationResult', 'Step', 'Decision', 'check_threshold',
@@ -22,10 +22,10 @@ __all__ = ['FILLS', 'FILL_POLICIES', 'GENERATORS', 'next_token', 'GenerationResu
            'exit_decode_one_token', 'true_exit', 'generate', 'recompute_skip_pattern', 'full_cache']
 
 # %% ../nbs/04_generate.ipynb #2455bfc2
-def next_token(logits: torch.Tensor, temperature: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
-    "Next token (B,) from logits (B, V): greedy at temperature 0, else one uniform draw per row through the CDF."
+def next_token(logits: torch.Tensor, temperature: float = 0.0, generator: torch.Generator | None = None):
+    "Next token (B,) from logits (B, V): greedy at temperature 0, else one uniform draw per row via the CDF."
     if temperature == 0: return logits.argmax(-1)
-    probs = F.softmax(logits.double() / temperature, dim=-1)      # (B, V); float64: equal logits, equal tokens
+    probs = F.softmax(logits.double() / temperature, dim=-1)     # (B, V); float64: equal logits, equal tokens
     gen_device = generator.device if generator is not None else logits.device
     u = torch.rand(logits.shape[0], 1, generator=generator, device=gen_device).to(logits.device)  # (B, 1)
     return torch.searchsorted(probs.cumsum(-1), u).squeeze(-1).clamp_(max=logits.shape[-1] - 1)
@@ -37,7 +37,7 @@ class GenerationResult:
     tokens: torch.Tensor          # (B, P + n_new): prompt then generated tokens
     prompt_len: int
     token_exits: torch.Tensor     # (B, n_new): the exit whose head produced each new token
-    confidences: torch.Tensor     # (B, n_new): the estimator's confidence behind the choice (nan: none computed)
+    confidences: torch.Tensor     # (B, n_new): the estimator's confidence behind it (nan: none computed)
     upper_cached: torch.Tensor    # (B, n_new) bool: the token's K/V entered the layers above the shallow exit
     prefill: WorkMeter            # work counted while prefilling the prompt
     decode: WorkMeter             # work counted while generating
@@ -68,14 +68,15 @@ def shallow_ratio(self: GenerationResult) -> float: return self.shallow_count / 
 @patch(as_prop=True)
 def reference_cost(self: GenerationResult) -> float:
     "The reference's compute cost (eelab.cost.reference_cost): layers only, prompt excluded."
-    return reference_cost(self.shallow_count, self.deep_count, self.shallow_exit, self.n_layers)
+    return cost.reference_cost(self.shallow_count, self.deep_count, self.shallow_exit, self.n_layers)
 @patch(as_prop=True)
 def savings(self: GenerationResult) -> float: return 1 - self.reference_cost
 
+# %% ../nbs/04_generate.ipynb #6cfafdd1
 @patch(as_prop=True)
 def full_depth(self: GenerationResult) -> WorkMeter:
     "The work cached full-depth decoding of the same tokens counts (eelab.cost.full_depth_work)."
-    return full_depth_work(self.n_layers, self.prompt_len - 1, self.n_new, self.tokens.shape[0])
+    return cost.full_depth_work(self.n_layers, self.prompt_len - 1, self.n_new, self.tokens.shape[0])
 @patch(as_prop=True)
 def counted_cost(self: GenerationResult) -> float:
     "Decode FLOPs counted, relative to full-depth cached decoding of the same tokens."
@@ -83,7 +84,7 @@ def counted_cost(self: GenerationResult) -> float:
 @patch(as_prop=True)
 def counted_savings(self: GenerationResult) -> float: return 1 - self.counted_cost
 
-# %% ../nbs/04_generate.ipynb #6cfafdd1
+# %% ../nbs/04_generate.ipynb #70669628
 @patch(as_prop=True)
 def decode_flops(self: GenerationResult) -> int: return self.flops_per.of(self.decode)
 @patch(as_prop=True)
@@ -92,8 +93,10 @@ def prefill_flops(self: GenerationResult) -> int: return self.flops_per.of(self.
 def total_flops(self: GenerationResult) -> int: return self.prefill_flops + self.decode_flops
 
 @patch
-def text(self: GenerationResult, tokenizer, row: int = 0) -> str: return tokenizer.decode(self.new_tokens[row].tolist())
+def text(self: GenerationResult, tokenizer, row: int = 0) -> str:
+    return tokenizer.decode(self.new_tokens[row].tolist())
 
+# %% ../nbs/04_generate.ipynb #b2bdcc07
 @patch
 def summary(self: GenerationResult) -> dict:
     return dict(method=self.method, new_tokens=self.token_exits.numel(), shallow=self.shallow_count,
@@ -116,6 +119,7 @@ class Step:
     entered_upper: list[int]      # earlier steps whose K/V entered the upper layers in this step (recompute)
     work: WorkMeter               # the work counted in this step
 
+# %% ../nbs/04_generate.ipynb #1655ea91
 @dataclass
 class Decision:
     "What `decode_one_token` returns: output logits (B, V) and what was decided."
@@ -131,7 +135,7 @@ def _is_real(x) -> bool: return isinstance(x, numbers.Real) and not isinstance(x
 def check_threshold(threshold) -> float:
     "threshold as a float; ConfigError unless a finite real number >= 0 (0: always exit, > 1: never)."
     if not _is_real(threshold) or not math.isfinite(threshold) or threshold < 0:
-        raise ConfigError("threshold", threshold, "a finite real number >= 0 (0: always exit; above 1: never exit)")
+        raise ConfigError("threshold", threshold, "a finite number >= 0 (0: always exit; > 1: never exit)")
     return float(threshold)
 
 def _check_sampling(n_new, temperature):
@@ -151,7 +155,8 @@ def check_inputs(model: EarlyExitLM, prompt, n_new, temperature=0.0):
         raise ConfigError("prompt", f"dtype {prompt.dtype}", "an integer tensor of token ids (torch.long)")
     V = model.config.vocab_size
     if int(prompt.max()) >= V or int(prompt.min()) < 0:
-        raise ConfigError("prompt", f"ids in {int(prompt.min())}..{int(prompt.max())}", f"token ids in 0..{V - 1}")
+        got = f"ids in {int(prompt.min())}..{int(prompt.max())}"
+        raise ConfigError("prompt", got, f"token ids in 0..{V - 1}")
     fed, trained = prompt.shape[1] + n_new - 1, model.config.context_len
     if trained is not None and fed > trained:
         warnings.warn(f"generating feeds {fed} positions; the model was trained on {trained} "
@@ -205,27 +210,29 @@ def run_generation(model: EarlyExitLM, prompt, n_new: int, decode_one_token, cac
         _sync(prompt.device)
         start = time.perf_counter()
         with torch.no_grad():
-            if cache is not None: prefill(model, prompt, cache, prefill_work, prefill_layers or model.n_layers)
+            if cache is not None:
+                prefill(model, prompt, cache, prefill_work, prefill_layers or model.n_layers)
             record = decode_n_tokens(tokens, P, n_new, decode_one_token, decode_work, temperature, generator,
                                      on_step, keep_logits)
         _sync(prompt.device)
         seconds = time.perf_counter() - start
     finally:
         model.train(was_training)
-    return dict(tokens=tokens, prompt_len=P, prefill=prefill_work, decode=decode_work, seconds=seconds, cache=cache,
-                n_layers=model.n_layers, flops_per=flop_model(model), **record)
+    return dict(tokens=tokens, prompt_len=P, prefill=prefill_work, decode=decode_work, seconds=seconds,
+                cache=cache, n_layers=model.n_layers, flops_per=flop_model(model), **record)
 
 # %% ../nbs/04_generate.ipynb #226b09e9
 def _depth(model: EarlyExitLM, exit_layer) -> int:
     "The exit a full-depth method stops at: `exit_layer`, or (None) the top."
     if exit_layer is None: return model.n_layers
     if exit_layer not in model.exit_layers:
-        raise ConfigError("exit_layer", exit_layer, f"one of the model's exits {model.exit_layers} (None: the top)")
+        raise ConfigError("exit_layer", exit_layer, f"one of the exits {model.exit_layers} (None: the top)")
     return exit_layer
 
+# %% ../nbs/04_generate.ipynb #b3426ecf
 def no_cache(model: EarlyExitLM, prompt, n_new: int, temperature=0.0, generator=None, exit_layer=None,
              keep_logits=False, on_step=None) -> GenerationResult:
-    "Recompute the whole sequence through layers 1..exit_layer and the head at every step, like model(tokens)."
+    "The whole sequence through layers 1..exit_layer and the head at every step, like model(tokens)."
     check_inputs(model, prompt, n_new, temperature)
     e = _depth(model, exit_layer)
     def decode_one_token(pos, tokens, positions, meter):
@@ -270,7 +277,8 @@ def fake_exit(model: EarlyExitLM, prompt, n_new: int, threshold: float, temperat
         return Decision(logits, torch.where(exits_here, e, L).cpu(), conf.cpu(), True)
     measured = run_generation(model, prompt, n_new, decode_one_token, cache, L, temperature, generator,
                               on_step, keep_logits)
-    return GenerationResult(method="fake_exit", shallow_exit=e, threshold=threshold, estimator=est.name, **measured)
+    return GenerationResult(method="fake_exit", shallow_exit=e, threshold=threshold, estimator=est.name,
+                            **measured)
 
 # %% ../nbs/04_generate.ipynb #a1fcff51
 @dataclass
@@ -316,6 +324,7 @@ def fill_propagate(run: ExitRun, state: ExitState, p, step: int, meter) -> bool:
     meter.kv_fills += run.L - run.e
     return True
 
+# %% ../nbs/04_generate.ipynb #283d268b
 def fill_recompute(run: ExitRun, state: ExitState, p, step: int, meter) -> bool:
     run.queue.append((step, state.hidden, p))                        # goes up with the next deep token
     return False
@@ -358,8 +367,8 @@ def exit_decode_one_token(run: ExitRun, prompt_len: int):
 
 # %% ../nbs/04_generate.ipynb #b512549b
 def true_exit(model: EarlyExitLM, prompt, n_new: int, threshold: float, temperature=0.0, generator=None,
-              exit_layer=None, reference_positions=False, keep_logits=False, fill: str = "skip", estimator=None,
-              on_step=None) -> GenerationResult:
+              exit_layer=None, reference_positions=False, keep_logits=False, fill: str = "skip",
+              estimator=None, on_step=None) -> GenerationResult:
     "Early exit that skips the upper layers when the confidence >= threshold (batch size 1)."
     check_inputs(model, prompt, n_new, temperature)
     threshold, e = check_threshold(threshold), model.early_exit(exit_layer)
@@ -373,8 +382,8 @@ def true_exit(model: EarlyExitLM, prompt, n_new: int, threshold: float, temperat
     run = ExitRun(model, cache, est, threshold, fill, int(est.flops(model)))
     measured = run_generation(model, prompt, n_new, exit_decode_one_token(run, P), cache, None, temperature,
                               generator, on_step, keep_logits)
-    return GenerationResult(method="true_exit", shallow_exit=e, threshold=threshold, fill=fill, estimator=est.name,
-                            unprocessed=len(run.queue), **measured)
+    return GenerationResult(method="true_exit", shallow_exit=e, threshold=threshold, fill=fill,
+                            estimator=est.name, unprocessed=len(run.queue), **measured)
 
 # %% ../nbs/04_generate.ipynb #c889a335
 GENERATORS = dict(no_cache=no_cache, cached=cached, fake_exit=fake_exit, true_exit=true_exit)
@@ -386,15 +395,15 @@ def generate(model: EarlyExitLM, prompt, n_new: int, method: str = "true_exit", 
 
 # %% ../nbs/04_generate.ipynb #629bb5f5
 def recompute_skip_pattern(model: EarlyExitLM, result: GenerationResult) -> torch.Tensor:
-    "Deep-exit logits (n_deep, V) recomputed without a cache, upper layers seeing only the positions that went deep."
+    "Deep-exit logits (n_deep, V) recomputed without a cache, the upper layers seeing only deep positions."
     e, L, P = result.shallow_exit, model.n_layers, result.prompt_len
-    tokens = result.tokens[:, :-1]                                        # every token that was fed to the model
+    tokens = result.tokens[:, :-1]                                   # every token that was fed to the model
     positions = torch.arange(tokens.shape[1])
     with torch.no_grad():
         h = model.forward_layers(model.embed(tokens), 0, e, positions)    # lower layers see everything
         went_deep = torch.cat([torch.ones(P - 1, dtype=torch.bool), result.upper_cached[0]])
         kept = positions[went_deep]                                       # positions the upper layers hold
-        h_up = model.forward_layers(h[:, kept], e, L, kept)               # causal over the kept positions, true rotary
+        h_up = model.forward_layers(h[:, kept], e, L, kept)          # causal over kept positions, true rotary
         deep_steps = result.upper_cached[0].nonzero().squeeze(1)
         return model.exit_logits(h_up[:, -len(deep_steps):] if len(deep_steps) else h_up[:, :0], L)[0]
 
@@ -404,5 +413,6 @@ def full_cache(model: EarlyExitLM, tokens: torch.Tensor) -> KVCache:
     T = tokens.shape[1]
     cache = KVCache(model.n_layers, T)
     with torch.no_grad():
-        model.forward_layers(model.embed(tokens), 0, model.n_layers, torch.arange(T, device=tokens.device), cache)
+        positions = torch.arange(T, device=tokens.device)
+        model.forward_layers(model.embed(tokens), 0, model.n_layers, positions, cache)
     return cache

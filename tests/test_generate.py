@@ -2,7 +2,8 @@
 import random
 import pytest, torch
 from eelab.model import EarlyExitLM, ModelConfig
-from eelab.generate import no_cache, cached, true_exit, fake_exit, recompute_skip_pattern, max_softmax
+from eelab.generate import no_cache, cached, true_exit, fake_exit, recompute_skip_pattern
+from eelab.estimators import max_softmax
 from eelab.cost import flop_model
 from eelab.config import ConfigError
 
