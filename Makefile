@@ -10,7 +10,7 @@ STAMP := $(VENV)/.eelab-installed
 # torch, so Colab keeps its own CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: lab test install check-sync nbtest pytest readme clean-runs
+.PHONY: lab test install check-sync nbtest pytest readme outputs colab-cell lint clean-runs
 
 $(STAMP): settings.ini setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,20 @@ pytest: $(STAMP)
 
 readme: $(STAMP)
 	$(PY) tools/build_readme.py
+
+## The executed outputs a reader on GitHub needs (deterministic: timings masked, ids renumbered), then README.md.
+OUTPUT_NOTEBOOKS ?= index.ipynb nbs/02_model.ipynb nbs/03_cache.ipynb nbs/04_generate.ipynb nbs/06_explorer.ipynb
+outputs: $(STAMP)
+	$(PY) tools/execute_notebooks.py $(OUTPUT_NOTEBOOKS)
+	$(PY) tools/build_readme.py
+
+## Rewrite every notebook's Colab set-up cell from the one template in tools/colab_cell.py (URL: settings.ini git_url).
+colab-cell: $(STAMP)
+	$(PY) tools/colab_cell.py
+
+## ruff on the library, the tools, the tests and the notebooks (issue 9 section 4).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check eelab tools tests nbs index.ipynb
 
 clean-runs:
 	rm -rf _runs test-artifacts
