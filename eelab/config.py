@@ -4,13 +4,13 @@
 
 # %% ../nbs/00_config.ipynb #b1a6bfed
 from __future__ import annotations
-import dataclasses, json, os, random
-from dataclasses import dataclass, field, fields, asdict
+import json, os, random, tempfile
+from dataclasses import dataclass, fields, asdict
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['CORPORA', 'CHOICES', 'ConfigError', 'ExperimentConfig', 'config_from_params', 'seed_everything', 'pick_device',
-           'data_dir']
+__all__ = ['RECIPES', 'CORPORA', 'CHOICES', 'POSITIVE', 'SMOKE', 'ConfigError', 'Recipe', 'DictConfig', 'ExperimentConfig',
+           'config_from_params', 'smoke_config', 'seed_everything', 'pick_device', 'data_dir', 'atomic_write']
 
 # %% ../nbs/00_config.ipynb #5e814380
 class ConfigError(ValueError):
@@ -20,16 +20,82 @@ class ConfigError(ValueError):
         super().__init__(f"{name}={value!r} is not allowed: {allowed}")
 
 # %% ../nbs/00_config.ipynb #a09f9fea
+@dataclass(frozen=True)
+class Recipe:
+    "The choices of a two-phase training recipe (the config names one of `RECIPES` by its key)."
+    vocabulary: str           # splits the word vocabulary is built from
+    mine_split: str           # split whose hard tokens are mined, and (reference) trained on
+    threshold_split: str      # split whose confidence quantile becomes the exit threshold
+    phase2_in_context: bool   # False: each hard token's hidden state alone, a sequence of length 1
+    phase2_frozen: tuple      # parts frozen in phase 2; "head" = the shallow exit's (shared) head
+    reported_split: str       # split of the reported table
+
+RECIPES = dict(
+    reference=Recipe(vocabulary="train+valid", mine_split="valid", threshold_split="valid",
+                     phase2_in_context=False, phase2_frozen=("embed", "lower"), reported_split="valid"),
+    clean=Recipe(vocabulary="train", mine_split="train", threshold_split="valid",
+                 phase2_in_context=True, phase2_frozen=("embed", "lower", "head"), reported_split="test"),
+)
+
+# %% ../nbs/00_config.ipynb #462f817f
 CORPORA = ("shakespeare", "wikitext2", "synthetic")  # or the path of a local text file
 CHOICES = dict(
     tokenizer=("word", "char", "bpe"),
-    recipe=("reference", "clean"),
+    recipe=tuple(RECIPES),
     norm=("post", "pre"),
     device=("auto", "cpu", "cuda", "mps"),
 )
+POSITIVE = ("seq_len", "dim", "num_heads", "phase1_samples", "phase1_layers", "phase2_layers",
+            "eval_samples", "ffn_mult", "batch_size", "phase1_max_epochs", "phase2_max_epochs",
+            "rope_base", "phase1_lr", "phase2_lr")
 
+# %% ../nbs/00_config.ipynb #e9e92a24
+class DictConfig:
+    "Round-trips of a config dataclass: dict, JSON, validated copies; unknown keys fail by name."
+    @classmethod
+    def from_dict(cls, d: dict):
+        names = [f.name for f in fields(cls)]
+        unknown = [k for k in d if k not in names]
+        if unknown:
+            raise ConfigError(unknown[0], d[unknown[0]], f"a known field; known fields: {', '.join(names)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, s_or_path):
+        s = str(s_or_path)
+        if not s.lstrip().startswith("{"): s = Path(s).read_text()
+        return cls.from_dict(json.loads(s))
+
+    def to_dict(self) -> dict: return asdict(self)
+
+    def to_json(self, path=None) -> str:
+        s = json.dumps(self.to_dict(), indent=2)
+        if path is not None: atomic_write(path, s)
+        return s
+
+    def replace(self, **changes):
+        "A copy with some fields changed (and validated)."
+        return type(self).from_dict({**self.to_dict(), **changes})
+
+# %% ../nbs/00_config.ipynb #d96e711e
+def _check_field(name: str, kind: str, value):
+    "One field against its annotation ('int', 'float', 'bool', 'str', 'float | None') and range."
+    if kind == "float | None" and value is None: return None
+    if kind == "bool" and not isinstance(value, bool): raise ConfigError(name, value, "True or False")
+    if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(name, value, "an integer")
+    if kind.startswith("float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(name, value, "None or a number" if "None" in kind else "a number")
+        value = float(value)
+    if kind in ("int", "float", "float | None"):
+        if name in POSITIVE and value <= 0: raise ConfigError(name, value, "a positive number")
+        if value < 0: raise ConfigError(name, value, "zero or more")
+    return value
+
+# %% ../nbs/00_config.ipynb #e30433b9
 @dataclass
-class ExperimentConfig:
+class ExperimentConfig(DictConfig):
     "Everything that defines one eelab experiment. Defaults are the reference experiments' config."
     # -- the reference's ExperimentConfig --
     seq_len: int = 32                 # tokens per training window (and the target is shifted by one)
@@ -51,89 +117,46 @@ class ExperimentConfig:
     ffn_mult: int = 4                 # SwiGLU hidden size = ffn_mult * dim
     rope_base: float = 10000.0
     # -- training --
-    recipe: str = "reference"         # reference (faithful, flaws included) | clean (no leaks)
+    recipe: str = "reference"         # reference (faithful, flaws included) | clean (no leaks): see 05_train
     batch_size: int = 64
     phase1_lr: float = 1e-3
     phase2_lr: float = 1e-4
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     phase1_max_epochs: int = 50       # the reference's cap (its run stopped at epoch 3 by patience)
-    phase2_max_epochs: int = 10       # not in the reference reports (its run stopped at epoch 5); bounds make lab's time
+    phase2_max_epochs: int = 10       # not in the reference reports (its run stopped at epoch 5)
     phase1_patience: int = 1          # epochs without a better validation PPL before stopping
     phase2_patience: int = 3
-    # -- inference --
+    # -- inference and run --
     exit_threshold: float | None = None  # None: use the threshold mined in training
-    # -- run --
     seed: int = 0
     device: str = "auto"              # auto = cuda, then mps, then cpu
 
     def __post_init__(self): self.validate()
 
-# %% ../nbs/00_config.ipynb #462f817f
-_INT_FIELDS = ("seq_len", "dim", "num_heads", "phase1_samples", "phase1_layers", "phase2_layers",
-               "vocab_size", "eval_samples", "ffn_mult", "batch_size", "phase1_max_epochs",
-               "phase2_max_epochs", "phase1_patience", "phase2_patience", "seed")
-_FLOAT_FIELDS = ("hard_example_ratio", "rope_base", "phase1_lr", "phase2_lr", "weight_decay", "grad_clip")
-_POSITIVE = ("seq_len", "dim", "num_heads", "phase1_samples", "phase1_layers", "phase2_layers",
-             "eval_samples", "ffn_mult", "batch_size", "phase1_max_epochs", "phase2_max_epochs",
-             "rope_base", "phase1_lr", "phase2_lr")
+    def validate(self):
+        "Each field's type and range (from its annotation), then the fields that depend on each other."
+        for f in fields(self): setattr(self, f.name, _check_field(f.name, f.type, getattr(self, f.name)))
+        _check_relations(self)
 
-def _validate(cfg: ExperimentConfig):
-    for name in _INT_FIELDS:
-        v = getattr(cfg, name)
-        if isinstance(v, bool) or not isinstance(v, int): raise ConfigError(name, v, "an integer")
-    for name in _FLOAT_FIELDS:
-        v = getattr(cfg, name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)): raise ConfigError(name, v, "a number")
-        setattr(cfg, name, float(v))
-    for name in ("tie_embeddings", "separate_heads"):
-        if not isinstance(getattr(cfg, name), bool): raise ConfigError(name, getattr(cfg, name), "True or False")
-    for name in _POSITIVE:
-        if getattr(cfg, name) <= 0: raise ConfigError(name, getattr(cfg, name), "a positive number")
-    for name in ("vocab_size", "seed", "weight_decay", "grad_clip", "phase1_patience", "phase2_patience"):
-        if getattr(cfg, name) < 0: raise ConfigError(name, getattr(cfg, name), "zero or more")
+# %% ../nbs/00_config.ipynb #a169ba8b
+def _check_relations(cfg: ExperimentConfig):
     if cfg.dim % cfg.num_heads: raise ConfigError("dim", cfg.dim, f"a multiple of num_heads={cfg.num_heads}")
-    if (cfg.dim // cfg.num_heads) % 2: raise ConfigError("dim", cfg.dim, "dim // num_heads even (rotary embeddings rotate pairs)")
+    if (cfg.dim // cfg.num_heads) % 2:
+        raise ConfigError("dim", cfg.dim, "dim // num_heads even (rotary embeddings rotate pairs)")
     if cfg.phase1_layers >= cfg.phase2_layers:
         raise ConfigError("phase1_layers", cfg.phase1_layers, f"fewer than phase2_layers={cfg.phase2_layers}")
-    if not 0 <= cfg.hard_example_ratio <= 1: raise ConfigError("hard_example_ratio", cfg.hard_example_ratio, "a number in [0, 1]")
-    if cfg.exit_threshold is not None:
-        if isinstance(cfg.exit_threshold, bool) or not isinstance(cfg.exit_threshold, (int, float)) or cfg.exit_threshold < 0:
-            raise ConfigError("exit_threshold", cfg.exit_threshold, "None or a number >= 0 (above 1: never exit)")
-        cfg.exit_threshold = float(cfg.exit_threshold)
+    if not 0 <= cfg.hard_example_ratio <= 1:
+        raise ConfigError("hard_example_ratio", cfg.hard_example_ratio, "a number in [0, 1]")
     for name, allowed in CHOICES.items():
-        if getattr(cfg, name) not in allowed: raise ConfigError(name, getattr(cfg, name), f"one of {', '.join(allowed)}")
-    if not isinstance(cfg.corpus, str) or not (cfg.corpus in CORPORA or Path(cfg.corpus).expanduser().is_file()):
-        raise ConfigError("corpus", cfg.corpus, f"one of {', '.join(CORPORA)}, or the path of an existing text file")
+        value = getattr(cfg, name)
+        if value not in allowed: raise ConfigError(name, value, f"one of {', '.join(allowed)}")
+    corpus = cfg.corpus
+    if not isinstance(corpus, str) or not (corpus in CORPORA or Path(corpus).expanduser().is_file()):
+        allowed = f"one of {', '.join(CORPORA)}, or the path of an existing text file"
+        raise ConfigError("corpus", corpus, allowed)
     if cfg.tokenizer == "bpe" and 0 < cfg.vocab_size < 256:
         raise ConfigError("vocab_size", cfg.vocab_size, "0 (= 8000) or at least 256 for the bpe tokenizer")
-
-ExperimentConfig.validate = _validate
-
-# %% ../nbs/00_config.ipynb #986158a7
-def _from_dict(cls, d: dict) -> ExperimentConfig:
-    "Build a config from a dict, rejecting unknown keys by name."
-    names = [f.name for f in fields(cls)]
-    unknown = [k for k in d if k not in names]
-    if unknown: raise ConfigError(unknown[0], d[unknown[0]], f"a known field; known fields: {', '.join(names)}")
-    return cls(**d)
-
-def _to_dict(self) -> dict: return asdict(self)
-def _to_json(self, path=None) -> str:
-    s = json.dumps(self.to_dict(), indent=2)
-    if path is not None: Path(path).write_text(s)
-    return s
-def _from_json(cls, s_or_path) -> ExperimentConfig:
-    s = str(s_or_path)
-    if not s.lstrip().startswith("{"): s = Path(s).read_text()
-    return cls.from_dict(json.loads(s))
-def _replace(self, **changes) -> ExperimentConfig:
-    "A copy with some fields changed (and validated)."
-    return type(self).from_dict({**self.to_dict(), **changes})
-
-ExperimentConfig.from_dict = classmethod(_from_dict)
-ExperimentConfig.from_json = classmethod(_from_json)
-ExperimentConfig.to_dict, ExperimentConfig.to_json, ExperimentConfig.replace = _to_dict, _to_json, _replace
 
 # %% ../nbs/00_config.ipynb #5eb423b9
 def config_from_params(params: dict, **overrides) -> ExperimentConfig:
@@ -141,24 +164,37 @@ def config_from_params(params: dict, **overrides) -> ExperimentConfig:
     names = {f.name for f in fields(ExperimentConfig)}
     return ExperimentConfig.from_dict({**{k: v for k, v in params.items() if k in names}, **overrides})
 
+# %% ../nbs/00_config.ipynb #85d412b1
+SMOKE = dict(corpus="synthetic", tokenizer="word", seq_len=16, dim=32, num_heads=2, phase1_samples=600,
+             eval_samples=200, batch_size=16, phase1_max_epochs=3, phase2_max_epochs=3, phase2_lr=1e-3)
+
+def smoke_config(**overrides) -> ExperimentConfig:
+    "A tiny, fast config on the synthetic corpus (tests, quick tours)."
+    return ExperimentConfig(**{**SMOKE, "device": "cpu", **overrides})
+
 # %% ../nbs/00_config.ipynb #c10b4627
 def seed_everything(seed: int):
     "Seed python, numpy and torch (CPU and CUDA) from one number."
     import numpy as np, torch
-    random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
 
-def pick_device(preference: str = "auto") -> "torch.device":
-    "cuda -> mps -> cpu, or the named device (an error if it is not available)."
+def _available(kind: str) -> bool:
     import torch
-    if preference not in CHOICES["device"]: raise ConfigError("device", preference, f"one of {', '.join(CHOICES['device'])}")
-    if preference == "auto":
-        if torch.cuda.is_available(): return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(): return torch.device("mps")
-        return torch.device("cpu")
-    if preference == "cuda" and not torch.cuda.is_available(): raise ConfigError("device", preference, "cuda is not available here; use auto or cpu")
-    if preference == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("device", preference, "mps is not available here; use auto or cpu")
+    if kind == "cuda": return torch.cuda.is_available()
+    mps = getattr(torch.backends, "mps", None)
+    return kind == "cpu" or (kind == "mps" and mps is not None and mps.is_available())
+
+def pick_device(preference: str = "auto"):
+    "A torch.device: cuda -> mps -> cpu, or the named device (an error if it is not available)."
+    import torch
+    if preference not in CHOICES["device"]:
+        raise ConfigError("device", preference, f"one of {', '.join(CHOICES['device'])}")
+    if preference == "auto": return torch.device(next(k for k in ("cuda", "mps", "cpu") if _available(k)))
+    if not _available(preference):
+        raise ConfigError("device", preference, f"{preference} is not available here; use auto or cpu")
     return torch.device(preference)
 
 # %% ../nbs/00_config.ipynb #39b0717e
@@ -169,6 +205,24 @@ def data_dir() -> Path:
         p = Path.home() / ".cache" / "eelab"
         for parent in [Path.cwd(), *Path.cwd().parents]:
             ini = parent / "settings.ini"
-            if ini.is_file() and "lib_name = eelab" in ini.read_text(): p = parent / "data"; break
+            if ini.is_file() and "lib_name = eelab" in ini.read_text():
+                p = parent / "data"
+                break
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+# %% ../nbs/00_config.ipynb #e005b75e
+def atomic_write(path, content) -> Path:
+    "Write `content` (str, bytes, or a function `write(tmp_path)`) to `path` atomically; returns the path."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if callable(content): content(Path(tmp))
+        else: Path(tmp).write_bytes(content.encode() if isinstance(content, str) else content)
+        os.chmod(tmp, 0o644)                     # mkstemp makes the file private; eelab's files are shared
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp): os.remove(tmp)
+    return path

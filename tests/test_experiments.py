@@ -4,9 +4,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPERIMENTS = sorted((ROOT / "nbs" / "experiments").glob("[0-9]*.ipynb"))
+# An explicit list: experiments added later (004, ...) bring their own test files.
+EXPERIMENTS = [ROOT / "nbs" / "experiments" / f"{name}.ipynb" for name in ("001_kv_cache", "002_true_exit", "003_honest_exit")]
 TIMEOUT_S = 600          # per notebook; a smoke run takes well under a minute
-PASSED = dict(smoke=True, seed=1, new_tokens=12, timing_repeats=3, warmup=1)
+# num_heads=4 equals the notebooks' default and differs from the smoke variant's 2: passed explicitly, it must be
+# kept (issue 8: explicit parameters win). The old rule "smoke replaces values equal to the default" fails check_common.
+PASSED = dict(smoke=True, seed=1, new_tokens=12, timing_repeats=3, warmup=1, num_heads=4)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -52,11 +55,12 @@ def check_001(r):
 def check_002(r):
     te = r["true_exit"]
     n = PASSED["new_tokens"]
-    assert te["shallow"] + te["deep"] == te["new_tokens"] == n == len(te["exit_layers"])
-    assert te["decode"]["layer_forwards"] == te["formula_numerator"] == te["shallow"] * te["exit_layer"] + te["deep"] * te["n_layers"]
+    assert te["shallow"] + te["deep"] == te["new_tokens"] == n == len(te["token_exits"])
+    assert te["decode"]["layer_forwards"] == te["formula_numerator"] == te["shallow"] * te["shallow_exit"] + te["deep"] * te["n_layers"]
     assert abs(te["reference_cost"] - te["formula_numerator"] / (n * te["n_layers"])) < 1e-12
     assert abs(te["savings"] - (1 - te["reference_cost"])) < 1e-12
-    assert sum(e < te["n_layers"] for e in te["exit_layers"]) == te["shallow"]
+    assert sum(e < te["n_layers"] for e in te["token_exits"]) == te["shallow"]
+    assert te["counted_cost"] > 0                                            # the counted cost stands beside the formula
     assert te["decode"]["head_evals"] == te["shallow"] + 2 * te["deep"]        # a deep token pays for both heads
     for k in ("standard_s", "early_exit_s"): assert r["speed"][k]["median"] > 0
     assert r["speed"]["speedup"]["repeats"] == PASSED["timing_repeats"]
@@ -107,9 +111,11 @@ def test_experiment_smoke(nb, tmp_path):
 
 @pytest.mark.parametrize("nb", EXPERIMENTS[:1], ids=lambda p: p.stem)
 def test_invalid_parameter_fails_by_name(nb, tmp_path):
-    import papermill as pm
+    "A ConfigError inside the notebook comes back as one line naming the field (the traceback stays in the notebook)."
+    from eelab.config import ConfigError
     out = tmp_path / "bad"
-    with pytest.raises(pm.PapermillExecutionError) as err:
-        run(nb.stem, out, smoke=True, dim=65)                                 # 65 is not a multiple of 4 heads
-    assert "ConfigError" in str(err.value) and "dim=65" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        run(nb.stem, out, smoke=True, dim=65)                                 # 65 is not a multiple of 2 heads
+    assert str(err.value).startswith("dim=65 is not allowed") and "\n" not in str(err.value)
+    assert str(out / f"{nb.stem}.ipynb") in str(err.value)                    # where the traceback is
     assert not (out / "results.json").exists()

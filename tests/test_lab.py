@@ -1,0 +1,73 @@
+"""eelab-lab as a newcomer meets it (issue 8 §1): every parameter settable or refused by name, before any training."""
+import json
+from pathlib import Path
+import pytest
+from eelab import lab
+from eelab.config import ConfigError
+
+
+def test_unknown_parameter_fails_before_anything_runs(tmp_path, capsys):
+    # papermill alone logs "Passed unknown parameter" and runs on: this fails if the lab does not check names
+    out = tmp_path / "out"
+    assert lab.main(["--experiments", "001_kv_cache", "-p", "foo", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "foo=1" in err and "seq_len" in err and "num_heads" in err
+    assert not out.exists()                                                    # nothing ran, nothing was written
+
+
+@pytest.mark.parametrize("argv,needle", [(["-p", "dim", "65", "--smoke"], "dim=65"),       # 65 % 2 heads
+                                         (["-p", "dim", "abc"], "dim='abc'"),
+                                         (["-p", "out_dir", "x"], "--out"),
+                                         (["-p", "recipe", "fast"], "recipe='fast'")])
+def test_bad_values_fail_by_name_before_anything_runs(argv, needle, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert lab.main(["--experiments", "001_kv_cache", "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and err.startswith("eelab-lab: ConfigError:") and "\n" not in err
+    assert not out.exists()
+
+
+def test_plan_smoke_recipe_and_explicit_values(tmp_path):
+    # -p smoke True / -p recipe clean crashed with "multiple values for keyword argument"
+    runs = lab.plan_runs(["001_kv_cache"], ["reference", "clean"], dict(smoke=True, recipe="clean"), False, tmp_path)
+    assert [(r.experiment, r.recipe, r.parameters) for r in runs] == [("001_kv_cache", "clean", dict(smoke=True, recipe="clean"))]
+    # explicit values are passed even when equal to the notebook default; --smoke does not replace them
+    runs = lab.plan_runs(["002_true_exit"], ["reference"], dict(dim=40, num_heads=4), True, tmp_path)
+    assert runs[0].parameters == dict(dim=40, num_heads=4, smoke=True, recipe="reference")
+    # 003 takes no recipe: run once, without one, even with two recipes
+    runs = lab.plan_runs(["001_kv_cache", "003_honest_exit"], ["reference", "clean"], {}, True, tmp_path)
+    assert [(r.experiment, r.recipe) for r in runs] == [("001_kv_cache", "reference"), ("001_kv_cache", "clean"),
+                                                       ("003_honest_exit", None)]
+    assert "recipe" not in runs[-1].parameters and runs[-1].out_dir == tmp_path / "003_honest_exit"
+    # a parameter only some experiments have goes only to those
+    runs = lab.plan_runs(["001_kv_cache", "003_honest_exit"], ["reference"], dict(n_prompts=4), False, tmp_path)
+    assert "n_prompts" not in runs[0].parameters and runs[1].parameters["n_prompts"] == 4
+
+
+def test_help_says_explicit_parameters_win(capsys):
+    with pytest.raises(SystemExit): lab.main(["--help"])
+    assert "Explicit parameters always win" in capsys.readouterr().out
+
+
+def test_experiments_are_the_notebooks_and_their_own_tables_print(tmp_path, monkeypatch, capsys):
+    (tmp_path / "nbs" / "experiments").mkdir(parents=True)
+    (tmp_path / "nbs" / "experiments" / "004_new.ipynb").write_text("{}")
+    monkeypatch.setattr(lab, "repo_root", lambda: tmp_path)
+    assert lab.experiment_names() == ["004_new"]                               # fails with a hand-kept tuple
+    table = dict(index=["plain", "speculative"], columns=["tokens/s"], data=[[120.5], [150.25]])
+    lab.print_tables(dict(experiment="004_new", recipe="clean", tables={"speed": table}), "clean")
+    printed = capsys.readouterr().out
+    assert "== 004_new (clean recipe): speed ==" in printed and "150.25" in printed
+
+
+def test_config_error_inside_a_notebook_is_one_line(tmp_path, capsys, monkeypatch):
+    # batch_size passes the config's own checks but is larger than the smoke corpus: train_two_phase raises
+    # ConfigError inside the kernel. Without the lab's handling this is a 60-line PapermillExecutionError.
+    monkeypatch.setenv("EELAB_DATA", str(tmp_path / "data"))
+    out = tmp_path / "out"
+    argv = ["--smoke", "--experiments", "001_kv_cache", "--recipes", "reference", "--out", str(out),
+            "-p", "config", "{'batch_size': 100000}"]
+    assert lab.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("eelab-lab: ConfigError: batch_size=100000") and "\n" not in err
+    assert "traceback in" in err and (out / "reference" / "001_kv_cache" / "001_kv_cache.ipynb").exists()
