@@ -21,8 +21,8 @@ from .checkpoint import load_model
 from .generate import generate, GenerationResult, Step
 
 # %% auto #0
-__all__ = ['N_NEW_MAX', 'MODES', 'SHALLOW', 'DEEP', 'SKIPPED', 'DISCARDED', 'asset_path', 'load_explorer_model',
-           'check_explorer_args', 'exit_colours', 'legend_html', 'Trace', 'TokenStep', 'collect_step', 'record',
+__all__ = ['MAX_NEW', 'MODES', 'SHALLOW', 'DEEP', 'SKIPPED', 'DISCARDED', 'asset_path', 'load_explorer_model',
+           'check_explorer_args', 'exit_colours', 'legend_html', 'Trace', 'TokenStep', 'add_step', 'record',
            'trace_figure', 'Explorer']
 
 # %% ../nbs/06_explorer.ipynb #83c4b910
@@ -40,7 +40,7 @@ def load_explorer_model(device="cpu") -> tuple[EarlyExitLM, Tokenizer, float]:
     return model, Tokenizer.load(asset_path("explorer-small.tokenizer.json")), float(meta["threshold"])
 
 # %% ../nbs/06_explorer.ipynb #bb5df181
-N_NEW_MAX = 256        # the "new tokens" slider's range is 1..N_NEW_MAX
+MAX_NEW = 256        # the "new tokens" slider's range is 1..MAX_NEW
 MODES = {"full": "cached", "fake exit": "fake_exit", "true exit": "true_exit"}
 
 def _is_int(v) -> bool: return isinstance(v, numbers.Integral) and not isinstance(v, bool)
@@ -50,8 +50,8 @@ def _is_real(v) -> bool: return isinstance(v, numbers.Real) and not isinstance(v
 def check_explorer_args(prompt, n_new, threshold, mode, temperature, seed):
     "Raise ConfigError naming the first argument the explorer cannot show."
     if not isinstance(prompt, str): raise ConfigError("prompt", prompt, "a string (it may be empty)")
-    if not (_is_int(n_new) and 1 <= n_new <= N_NEW_MAX):
-        raise ConfigError("n_new", n_new, f"an integer from 1 to {N_NEW_MAX} (the slider's range)")
+    if not (_is_int(n_new) and 1 <= n_new <= MAX_NEW):
+        raise ConfigError("n_new", n_new, f"an integer from 1 to {MAX_NEW} (the slider's range)")
     if not (_is_real(threshold) and 0 <= threshold <= 1):
         raise ConfigError("threshold", threshold, "a finite number from 0 (every token exits) to 1")
     if mode not in MODES: raise ConfigError("mode", mode, f"one of {', '.join(map(repr, MODES))}")
@@ -128,7 +128,7 @@ class TokenStep:
     work: WorkMeter
 
 # %% ../nbs/06_explorer.ipynb #f4f5855a
-def collect_step(steps: list[TokenStep], step: Step):
+def add_step(steps: list[TokenStep], step: Step):
     "Append what `step` decided to `steps`; mark the earlier steps it sent up to the upper cache."
     steps.append(TokenStep(int(step.token[0]), int(step.exit[0]), float(step.confidence[0]),
                            bool(step.upper_cached[0]), step.work))
@@ -191,7 +191,7 @@ def _record(model, tokenizer, prompt, n_new, method, threshold, temperature, see
     run = _run_fields(model, method, prompt, len(ids), threshold)
     steps, in_callback, t0 = [], [0.0], time.perf_counter()
     def collect(step):
-        collect_step(steps, step)
+        add_step(steps, step)
         if on_step is None: return
         t = time.perf_counter()
         on_step(Trace.from_steps(steps, tokenizer, run, seconds=t - t0 - in_callback[0], done=False))
@@ -307,7 +307,7 @@ def _controls(self: Explorer, prompt, n_new, threshold, mode):
     W, narrow = widgets, dict(description_width="70px")
     self.prompt_box = W.Text(value=prompt, description="prompt", continuous_update=False, style=narrow,
                              layout=W.Layout(width="300px"))
-    self.n_new_slider = W.IntSlider(value=n_new, min=1, max=N_NEW_MAX, description="new tokens",
+    self.n_new_slider = W.IntSlider(value=n_new, min=1, max=MAX_NEW, description="new tokens",
                                     continuous_update=False, style=dict(description_width="80px"))
     self.live_button = W.Button(description="live", layout=W.Layout(width="70px"),
                                 tooltip="generate again, drawing every token as it is made")
