@@ -71,3 +71,16 @@ def test_config_error_inside_a_notebook_is_one_line(tmp_path, capsys, monkeypatc
     err = capsys.readouterr().err.strip()
     assert err.startswith("eelab-lab: ConfigError: batch_size=100000") and "\n" not in err
     assert "traceback in" in err and (out / "reference" / "001_kv_cache" / "001_kv_cache.ipynb").exists()
+
+
+def test_package_data_is_declared_the_supported_way(tmp_path):
+    # issue 8 §5: setuptools warned "Package 'eelab.assets' is absent from the `packages` configuration" (and
+    # would ignore it in future); the explorer's checkpoint must still be in the build.
+    import shutil, subprocess, sys
+    root = Path(__file__).resolve().parents[1]
+    for name in ("setup.py", "settings.ini", "README.md", "pyproject.toml"): shutil.copy(root / name, tmp_path)
+    shutil.copytree(root / "eelab", tmp_path / "eelab", ignore=shutil.ignore_patterns("__pycache__"))
+    res = subprocess.run([sys.executable, "setup.py", "-q", "build_py"], cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "absent from the `packages` configuration" not in res.stderr + res.stdout
+    assert (tmp_path / "build" / "lib" / "eelab" / "assets" / "explorer-small.safetensors").is_file()
