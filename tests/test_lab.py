@@ -84,3 +84,33 @@ def test_package_data_is_declared_the_supported_way(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "absent from the `packages` configuration" not in res.stderr + res.stdout
     assert (tmp_path / "build" / "lib" / "eelab" / "assets" / "explorer-small.safetensors").is_file()
+
+
+def test_cited_reference_figures_are_in_the_project():
+    # issue 8 §2: notebooks cited experiments.md / shakespeare-anchor.md, which were not in the repository
+    import re
+    root = Path(__file__).resolve().parents[1]
+    notebooks = [*root.glob("nbs/*.ipynb"), *root.glob("nbs/experiments/*.ipynb")]
+    cited = {m for nb in notebooks for m in re.findall(r"nbs/reference/[\w.-]+\.md", nb.read_text())}
+    assert cited and all((root / p).is_file() for p in cited), cited
+    bare = [nb.name for nb in notebooks if re.search(r"(?<!nbs/reference/)\b(experiments|shakespeare-anchor)\.md", nb.read_text())]
+    assert not bare, f"cite nbs/reference/<file>.md: {bare}"
+    for nb in ("001_kv_cache", "002_true_exit"):                        # flaws are numbered in 003, not before it
+        assert not re.search(r"flaws? \d", (root / "nbs" / "experiments" / f"{nb}.ipynb").read_text()), nb
+
+
+def test_speed_table_shows_one_consistent_pair():
+    # issue 8 §2: "Standard 0.2843 s (1.0x) / Early-exit 0.4452 s (1.07x)": slower, labelled faster
+    from eelab.report import speed_table
+    spread = lambda median, q1, q3: dict(median=median, q1=q1, q3=q3, min=q1, max=q3, repeats=3)
+    results = dict(corpus=dict(name="synthetic"), recipe="reference", true_exit=dict(reference_cost=0.75),
+                   speed=dict(standard_s=spread(0.2843, 0.28, 0.29), early_exit_s=spread(0.4452, 0.44, 0.45),
+                              speedup=spread(0.64, 0.62, 0.66)))
+    table = speed_table(results)
+    col = table.columns[-1]
+    assert "synthetic" in col                                            # the header names the corpus
+    assert table.loc["Standard (cached) generation: time", col].startswith("0.2843 s")
+    assert table.loc["Early-exit generation: time", col].startswith("0.4452 s")
+    speedup = table.index[table.index.str.startswith("Speedup of early exit")][0]
+    assert table.loc[speedup, col].startswith("0.64x") and ">1 = faster" in speedup
+    assert table.loc["Ratio of the median times", col] == "0.64x"

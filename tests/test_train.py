@@ -23,3 +23,23 @@ def test_interrupted_run_resumes_to_the_same_result(phase, recipe, tmp_path, mon
     assert not resumed.reused
     assert resumed.metrics == straight.metrics and resumed.threshold == straight.threshold
     for a, b in zip(resumed.model.state_dict().values(), straight.model.state_dict().values()): assert torch.equal(a, b)
+
+
+def test_no_posix_only_file_lock():
+    # issue 8 §5: `import fcntl` in eelab.train broke Windows; the run lock is the portable `filelock` package
+    import ast
+    from pathlib import Path
+    lib = Path(__file__).resolve().parents[1] / "eelab"
+    for path in lib.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module] if isinstance(node, ast.ImportFrom) else []
+            assert "fcntl" not in names, f"{path.name} imports fcntl"
+
+
+def test_run_lock_excludes_a_second_holder(tmp_path):
+    from filelock import FileLock, Timeout
+    from eelab.checkpoint import run_lock
+    with run_lock(tmp_path):
+        with pytest.raises(Timeout): FileLock(str(tmp_path / ".lock")).acquire(timeout=0.1)
+    FileLock(str(tmp_path / ".lock")).acquire(timeout=0.1)                      # released afterwards
