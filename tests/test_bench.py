@@ -1,12 +1,12 @@
-"""The benchmark harness (eelab.bench): the command line on the smoke config, and the invariants of its rows."""
+"""The benchmark harness (eelab.bench): the command line on the smoke config, and its rows' invariants."""
 import json, os, subprocess, sys
 from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FIELDS = ("config", "policy", "estimator", "threshold", "measured_speedup", "measured_q1", "measured_q3", "ideal_speedup",
-          "efficiency", "agreement", "shallow_ratio", "cached_s", "early_s", "cached_flops", "early_flops", "repeats",
-          "breakdown_early", "breakdown_cached")
+FIELDS = ("config", "policy", "estimator", "threshold", "measured_speedup", "measured_q1", "measured_q3",
+          "ideal_speedup", "efficiency", "agreement", "shallow_ratio", "cached_s", "early_s", "cached_flops",
+          "early_flops", "repeats", "breakdown_early", "breakdown_cached", "step_seconds")
 
 
 @pytest.fixture(scope="module")
@@ -14,18 +14,19 @@ def smoke_cli(tmp_path_factory):
     "python -m eelab.bench --smoke, run once as a user would."
     out = tmp_path_factory.mktemp("bench")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    p = subprocess.run([sys.executable, "-m", "eelab.bench", "--smoke", "--thresholds", "0.3", "1.01", "--out", str(out)],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    cmd = [sys.executable, "-m", "eelab.bench", "--smoke", "--thresholds", "0.3", "1.01", "--out", str(out)]
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     return out, p.stdout, json.loads((out / "bench.json").read_text())
 
 
 def test_cli_writes_json_figure_and_report(smoke_cli):
     out, stdout, res = smoke_cli
-    assert res["schema"] == "eelab.bench/1" and [c["name"] for c in res["configs"]] == ["smoke"]
-    assert (out / "bench_figure.json").exists() and json.loads((out / "bench_figure.json").read_text())["data"]
+    assert res["schema"] == "eelab.bench/2" and [c["name"] for c in res["configs"]] == ["smoke"]
+    assert json.loads((out / "bench_figure.json").read_text())["data"]
     assert "policy/estimator" in stdout and "one decode step, by part" in stdout and "targets:" in stdout
-    assert not list(out.glob(".*.tmp"))                                          # atomic write left no temp file
+    assert "self-speculation" in stdout and "ceiling" in stdout and (out / "spec_figure.json").exists()
+    assert not list(out.glob(".*.tmp"))  # atomic write left no temp file
 
 
 def test_rows_invariants(smoke_cli):
@@ -41,11 +42,14 @@ def test_rows_invariants(smoke_cli):
         assert abs(r["efficiency"] - r["measured_speedup"] / r["ideal_speedup"]) < 1e-9
         assert 0 <= r["agreement"] <= 1 and 0 <= r["shallow_ratio"] <= 1
         assert abs(sum(v["seconds"] for v in r["breakdown_early"].values()) - r["early_s"]) < 1e-9
+        assert all(v > 0 for v in r["step_seconds"].values())                   # per-step times from on_step
         d = r["early_decode"]
-        assert d["confidence_evals"] == r["new_tokens"]                          # one decision per generated token
-        if r["threshold"] > 1:                                                   # never exits: the full model's tokens, more FLOPs
-            assert r["agreement"] == 1.0 and r["same_tokens"] and r["shallow_ratio"] == 0 and r["ideal_speedup"] < 1
-            assert d["head_evals"] == 2 * r["new_tokens"]                        # shallow head for the decision, then the deep one
+        assert d["confidence_evals"] == r["new_tokens"]  # one decision per generated token
+        if r["threshold"] > 1:  # never exits: the full model's tokens, more FLOPs
+            assert r["agreement"] == 1.0 and r["same_tokens"] and r["shallow_ratio"] == 0
+            assert r["ideal_speedup"] < 1
+            assert d["head_evals"] == 2 * r["new_tokens"]  # shallow head for the decision, then the deep one
+            assert list(r["step_seconds"]) == [str(c["config"]["phase2_layers"])]
 
 
 def test_configs_and_guard():
@@ -54,12 +58,90 @@ def test_configs_and_guard():
     s = bench_config("scale")
     assert (s.dim, s.phase1_layers, s.phase2_layers, s.tokenizer, s.vocab_size) == (256, 4, 8, "bpe", 8000)
     assert bench_config("reference", "full") == ExperimentConfig()
-    with pytest.raises(ValueError): bench_config("huge")
-    with pytest.raises(ValueError): bench_config("scale", "forever")
+    with pytest.raises(ValueError, match="config='huge'"): bench_config("huge")
+    with pytest.raises(ValueError, match="budget='forever'"): bench_config("scale", "forever")
     assert exit_kwargs("skip") == {"fill": "skip", "estimator": None}
-    rows = [dict(policy="skip", estimator="softmax_max", threshold=0.5, measured_speedup=1.6, agreement=0.96, shallow_ratio=0.5, efficiency=0.95),
-            dict(policy="skip", estimator="softmax_max", threshold=0.2, measured_speedup=2.0, agreement=0.80, shallow_ratio=0.8, efficiency=0.92)]
+    row = dict(policy="skip", estimator="softmax_max")
+    rows = [dict(row, threshold=0.5, measured_speedup=1.6, agreement=0.96, shallow_ratio=0.5,
+                 efficiency=0.95),
+            dict(row, threshold=0.2, measured_speedup=2.0, agreement=0.80, shallow_ratio=0.8,
+                 efficiency=0.92)]
     t = targets(dict(rows=rows))
     assert t["efficiency_met"] and t["speedup_met"] and t["best"]["threshold"] == 0.5
     src = (ROOT / "eelab" / "bench.py").read_text()
     assert 'if __name__ == "__main__" and not _in_notebook(): main()' in src
+
+
+SPEC_FIELDS = ("exit_layer", "draft_len", "reuse", "measured_speedup", "measured_q1", "measured_q3",
+               "ideal_speedup", "efficiency", "acceptance_rate", "tokens_per_pass", "same_tokens",
+               "thrown_away_share",
+               "predicted_speedup", "cached_s", "spec_s", "cached_flops", "spec_flops", "passes")
+
+
+def test_speculation_rows(smoke_cli):
+  # breaks if a self-speculation row is missing, not lossless, or its ratios do not come from its own numbers
+    _, _, res = smoke_cli
+    from eelab.bench import DRAFT_LENS
+    c = res["configs"][0]
+    rows = c["spec_rows"]
+    assert {(r["draft_len"], r["reuse"]) for r in rows} == {(d, r) for d in DRAFT_LENS for r in (True, False)}
+    for r in rows:
+        assert all(k in r for k in SPEC_FIELDS), [k for k in SPEC_FIELDS if k not in r]
+        assert r["same_tokens"] is True                                          # lossless on every prompt
+        assert r["measured_q1"] <= r["measured_speedup"] <= r["measured_q3"]
+        assert abs(r["ideal_speedup"] - r["cached_flops"] / r["spec_flops"]) < 1e-12
+        assert abs(r["efficiency"] - r["measured_speedup"] / r["ideal_speedup"]) < 1e-9
+        assert 0 <= r["acceptance_rate"] <= 1 and r["tokens_per_pass"] >= 1 and r["predicted_speedup"] > 0
+        assert sum(n + 1 for m, n, stopped in r["passes"]) == r["new_tokens"]
+    t = c["spec_targets"]
+    assert t["all_lossless"] is True and t["median_reuse_gain"] > 0
+    ce = c["ceiling"]
+    assert abs(sum(ce["histogram"].values()) - 1) < 1e-9 and ce["layer_speedup"] >= 1
+    shallowest = min(ce["histogram"], key=int)                                   # JSON keys are strings
+    assert ce["histogram"][shallowest] == ce["agreement"][shallowest]
+
+
+def test_bad_cli_argument_fails_before_training(tmp_path, monkeypatch, capsys):
+    # issue 8 section 6: an unknown estimator used to be found after 35 minutes of training
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "EELAB_DATA": str(tmp_path / "data")}
+    cmd = [sys.executable, "-m", "eelab.bench", "--configs", "smoke", "--estimators", "softmax_max", "nope",
+           "--out", str(tmp_path)]
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "estimators='nope'" in p.stderr, p.stderr[-500:]
+    from eelab.bench import main
+    monkeypatch.setenv("EELAB_DATA", str(tmp_path / "data"))
+    bad = ((["--thresholds", "nan"], "threshold=nan"), (["--draft-lens", "4", "0"], "draft_lens=0"),
+           (["--repeats", "0"], "repeats=0"), (["--draft-threshold", "1.5"], "draft_threshold=1.5"))
+    for args, field in bad:
+        with pytest.raises(SystemExit) as e: main(["--configs", "smoke", *args, "--out", str(tmp_path)])
+        assert e.value.code == 2 and field in capsys.readouterr().err, args
+    assert not (tmp_path / "data").exists() and not (tmp_path / "bench.json").exists()     # nothing trained
+
+
+def test_learned_estimator_trains_on_given_windows():
+    import torch
+    from eelab.bench import check_args, exit_kwargs
+    from eelab.model import EarlyExitLM, ModelConfig
+    check_args(estimators=["learned"])
+    torch.manual_seed(0)
+    mc = ModelConfig(vocab_size=20, dim=16, num_heads=2, n_layers=4, exit_layers=(2, 4))
+    model = EarlyExitLM(mc).eval()
+    kw = exit_kwargs("skip", "learned", model, windows=torch.randint(0, 20, (8, 9)))
+    assert kw["estimator"].name == "learned" and kw["estimator"].history
+
+
+def test_ceiling_by_hand():
+    # the first agreeing exit, counted by brute force over every token
+    import torch
+    from eelab.bench import ceiling
+    from eelab.model import EarlyExitLM, ModelConfig
+    torch.manual_seed(1)
+    mc = ModelConfig(vocab_size=7, dim=8, num_heads=2, n_layers=3, exit_layers=(1, 2, 3))
+    model = EarlyExitLM(mc).eval()
+    windows = torch.randint(0, 7, (5, 11))
+    ce = ceiling(model, windows, batch_size=2)
+    with torch.no_grad(): out = model(windows[:, :-1])
+    top = {e: out[e].argmax(-1).flatten().tolist() for e in (1, 2, 3)}
+    first = [next(e for e in (1, 2, 3) if top[e][i] == top[3][i]) for i in range(50)]
+    assert ce["tokens"] == 50 and ce["histogram"] == {e: first.count(e) / 50 for e in (1, 2, 3)}
+    assert abs(ce["layer_speedup"] - 3 / (sum(first) / 50)) < 1e-12
