@@ -23,7 +23,7 @@ from .generate import generate, GenerationResult, Step
 # %% auto #0
 __all__ = ['MAX_NEW', 'MODES', 'SHALLOW', 'DEEP', 'SKIPPED', 'DISCARDED', 'asset_path', 'load_explorer_model',
            'check_explorer_args', 'exit_colours', 'legend_html', 'Trace', 'TokenStep', 'add_step', 'record',
-           'trace_figure', 'Explorer']
+           'trace_figure', 'Explorer', 'trace_svg']
 
 # %% ../nbs/06_explorer.ipynb #83c4b910
 def asset_path(name: str) -> Path:
@@ -221,9 +221,13 @@ def _strip(trace: Trace, k: int, colours: dict) -> tuple[list, list]:
     return z, text
 
 # %% ../nbs/06_explorer.ipynb #bf7c5207
+def _strip_colours(colours: dict) -> list[str]:
+    "The colour of each depth-strip code: skipped, one per exit, discarded."
+    return [SKIPPED, *[colours[e] for e in sorted(colours)], DISCARDED]
+
 def _strip_colorscale(colours: dict) -> list:
     "One flat band per code: the heatmap maps codes 0..n-1 onto [-0.5, n - 0.5]."
-    cols = [SKIPPED, *[colours[e] for e in sorted(colours)], DISCARDED]
+    cols = _strip_colours(colours)
     n = len(cols)
     return [[(i + j) / n, c] for i, c in enumerate(cols) for j in (0, 1)]
 
@@ -462,6 +466,27 @@ def run_live(self: Explorer, delay: float = 0.0) -> GenerationResult:
     self._goto_end()
     return self.result
 
+# %% ../nbs/06_explorer.ipynb #0234934b
+def _rect(x: float, y: float, w: float, h: float, fill: str) -> str:
+    return f'<rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h:.1f}" fill="{fill}"/>'
+
+def trace_svg(trace: Trace, width: int = 960, bar_height: int = 110, cell: int = 12) -> str:
+    "Confidence bars, threshold line and depth strip (layer 1 at the bottom) as one SVG image."
+    colours, w = exit_colours(trace.exit_layers), width / max(trace.n, 1)
+    bars = [_rect(t * w, bar_height * (1 - c), w - 1, bar_height * c, colours[x])
+            for t, (c, x) in enumerate(zip(trace.confidences, trace.exits)) if not math.isnan(c)]
+    z, _ = _strip(trace, trace.n, colours)
+    top, fill = bar_height + 6, _strip_colours(colours)
+    cells = [_rect(t * w, top + (trace.n_layers - 1 - layer) * cell, w - 1, cell - 1, fill[code])
+             for layer, row in enumerate(z) for t, code in enumerate(row)]
+    parts = [_rect(0, 0, width, bar_height, "#f3f5f8"), *bars, *cells]
+    if trace.threshold is not None:
+        y = bar_height * (1 - min(trace.threshold, 1))
+        line = f'x1="0" x2="{width}" y1="{y:.1f}" y2="{y:.1f}"'
+        parts.append(f'<line {line} stroke="black" stroke-dasharray="5 3"/>')
+    height = top + trace.n_layers * cell
+    return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">{"".join(parts)}</svg>'
+
 # %% ../nbs/06_explorer.ipynb #b160c262
 @patch
 def static_figure(self: Explorer) -> go.Figure:
@@ -477,12 +502,12 @@ def static_figure(self: Explorer) -> go.Figure:
 # %% ../nbs/06_explorer.ipynb #ddd68876
 @patch
 def display_static(self: Explorer):
-    "The final state without widgets: text, counters and legend as HTML, then the static figure."
-    from IPython.display import display, HTML
+    "The final state without widgets: text, counters and legend as HTML, then the bars and strip as SVG."
+    from IPython.display import display, HTML, SVG
     n = self.trace.n
     display(HTML(self.text_html(self.trace, n) + self.counters_table(self.trace, n, timings=False)
                  + self.legend.value))
-    self.static_figure().show(renderer="plotly_mimetype+notebook_connected")
+    display(SVG(trace_svg(self.trace)))
 
 @patch
 def _ipython_display_(self: Explorer):

@@ -160,3 +160,12 @@ def test_shipped_checkpoint():
     model, tok, threshold = load_explorer_model()
     assert model.exit_layers == (2, 4) and model.config.vocab_size == tok.vocab_size and 0 < threshold < 1
     assert not math.isnan(threshold)
+
+
+def test_static_view_needs_no_javascript():
+    # breaks if the static fallback depends on plotly.js (GitHub shows no JavaScript): it must be a plain SVG
+    from eelab.explorer import trace_svg
+    ex = Explorer(tiny(), TOK, n_new=10, threshold=0.05)
+    svg = trace_svg(ex.trace)
+    assert svg.startswith("<svg") and "<script" not in svg
+    assert svg.count("<rect") == 1 + 10 + 10 * 4 and "stroke-dasharray" in svg     # bars, strip, threshold

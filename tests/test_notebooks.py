@@ -48,11 +48,11 @@ def test_committed_outputs_are_deterministic(nb):
 
 
 def test_readers_see_the_explorers_static_view_and_the_tour_table():
-    # breaks if 06's static fallback (HTML text + counters, plotly figure) or index's table is not committed
+    # breaks if 06's static fallback (HTML text + counters, SVG picture) or index's table is not committed
     outputs = _outputs(ROOT / "nbs/06_explorer.ipynb")
     explorer = [t for o in outputs for t in _texts(o)]
     assert any("<span title=" in t and "cost: reference" in t for t in explorer), "06: static HTML missing"
-    assert any("application/vnd.plotly.v1+json" in o.get("data", {}) for o in outputs), "06: no static figure"
+    assert any("image/svg+xml" in o.get("data", {}) for o in outputs), "06: no static picture (SVG)"
     import build_readme
     readme = build_readme.render()          # what README.md must be (make check-sync compares them)
     assert "| recipe | reported split |" in readme, "index.ipynb: the tour's table is not committed"
