@@ -22,6 +22,7 @@ def _scores(estimator, passed: dict) -> torch.Tensor:
     logits = passed["shallow"] if estimator.needs_logits else None
     return estimator.scores(passed["hidden"], passed["prev"], logits)
 
+# %% ../nbs/09_exits.ipynb #1e271805
 def _deep_logits(model: EarlyExitLM, passed: dict, fill: str, exited: torch.Tensor) -> torch.Tensor:
     "Deep-exit logits (B, T, V) of every position under `fill`, given who exited (B, T)."
     if fill in ("oracle", "recompute"): return passed["deep"]
@@ -85,6 +86,7 @@ def _accumulate(acc: dict, r: dict, y: torch.Tensor, full_top: torch.Tensor):
     acc["full_flops"] += r["full_flops"]
     acc["n"] += y.numel()
 
+# %% ../nbs/09_exits.ipynb #25037fad
 def _as_list(x) -> list: return [x] if isinstance(x, str) or not hasattr(x, "__len__") else list(x)
 
 def _row(fill, estimator, threshold, a: dict, full_ppl: float) -> dict:
@@ -92,7 +94,18 @@ def _row(fill, estimator, threshold, a: dict, full_ppl: float) -> dict:
                 ppl=math.exp(a["nll"] / a["n"]), full_ppl=full_ppl, agreement=a["agree"] / a["n"],
                 flops_rel=a["flops"] / a["full_flops"], tokens=a["n"])
 
-# %% ../nbs/09_exits.ipynb #25037fad
+# %% ../nbs/09_exits.ipynb #4cbe1600
+def _add_batch(acc: dict, model: EarlyExitLM, w: torch.Tensor, p: dict, fills, ests, thresholds):
+    "Every fill x estimator x threshold on one batch of windows w (B, T+1), its exit_pass p shared."
+    x, y = w[:, :-1], w[:, 1:]
+    for est in ests:
+        conf = _scores(est, p)
+        for f in fills:
+            for th in thresholds:
+                a = acc.setdefault((f, est.name, th), dict.fromkeys(_SUMS, 0))
+                _accumulate(a, exit_path(model, x, f, est, th, passed=p, conf=conf), y, p["deep"].argmax(-1))
+
+# %% ../nbs/09_exits.ipynb #e06ef267
 @torch.no_grad()
 def teacher_forced_quality(model: EarlyExitLM, windows: torch.Tensor, fill, estimator, thresholds,
                            exit_layer: int | None = None, batch_size: int = 64) -> list[dict]:
@@ -102,31 +115,30 @@ def teacher_forced_quality(model: EarlyExitLM, windows: torch.Tensor, fill, esti
     acc, full_nll = {}, []
     for s in range(0, len(windows), batch_size):
         w = windows[s:s + batch_size].to(next(model.parameters()).device)
-        x, y = w[:, :-1], w[:, 1:]
-        p = exit_pass(model, x, exit_layer)
-        full_nll.append(F.cross_entropy(p["deep"].flatten(0, 1).float(), y.flatten(), reduction="none"))
-        for est in ests:
-            conf = _scores(est, p)
-            for f in fills:
-                for th in thresholds:
-                    a = acc.setdefault((f, est.name, th), dict.fromkeys(_SUMS, 0))
-                    r = exit_path(model, x, f, est, th, passed=p, conf=conf)
-                    _accumulate(a, r, y, p["deep"].argmax(-1))
+        p = exit_pass(model, w[:, :-1], exit_layer)
+        nll = F.cross_entropy(p["deep"].flatten(0, 1).float(), w[:, 1:].flatten(), reduction="none")
+        full_nll.append(nll)
+        _add_batch(acc, model, w, p, fills, ests, thresholds)
     full_ppl = math.exp(torch.cat(full_nll).double().mean().item())
     return [_row(f, name, th, a, full_ppl) for (f, name, th), a in acc.items()]
 
 # %% ../nbs/09_exits.ipynb #272420a3
+_DASH = dict(skip="solid", propagate="dot", recompute="dash", oracle="longdashdot")
+
+def _add_curve(fig, rs: list[dict], estimator: str, fill: str, y: str):
+    "One estimator and fill's rows, by increasing FLOPs, as a line; the hover text names each threshold."
+    fig.add_scatter(x=[r["flops_rel"] for r in rs], y=[r[y] for r in rs], mode="lines+markers",
+                    name=f"{estimator} / {fill}", legendgroup=estimator, line=dict(dash=_DASH[fill]),
+                    text=[f"threshold {r['threshold']:.3g}, exit rate {r['exit_rate']:.2f}" for r in rs])
+
+# %% ../nbs/09_exits.ipynb #48e85666
 def pareto_figure(rows, y: str = "ppl", title: str | None = None):
     "Quality (`y`: ppl or agreement) against FLOPs per token relative to full depth, per estimator and fill."
     import plotly.graph_objects as go
     fig, groups = go.Figure(), {}
     for r in rows: groups.setdefault((r["estimator"], r["fill"]), []).append(r)
-    dash = dict(skip="solid", propagate="dot", recompute="dash", oracle="longdashdot")
     for (est, fill), rs in groups.items():
-        rs = sorted(rs, key=lambda r: r["flops_rel"])
-        fig.add_scatter(x=[r["flops_rel"] for r in rs], y=[r[y] for r in rs], mode="lines+markers",
-                        name=f"{est} / {fill}", legendgroup=est, line=dict(dash=dash.get(fill, "solid")),
-                        text=[f"threshold {r['threshold']:.3g}, exit rate {r['exit_rate']:.2f}" for r in rs])
+        _add_curve(fig, sorted(rs, key=lambda r: r["flops_rel"]), est, fill, y)
     full = rows[0].get("full_ppl") if y == "ppl" else 1.0
     if full is not None:
         fig.add_scatter(x=[1.0], y=[full], mode="markers", name="full model",
@@ -141,6 +153,7 @@ def _full_model_nll(model: EarlyExitLM, tokens: torch.Tensor, prompt_len: int) -
     logits = model(tokens[:, :-1])[model.n_layers][0, prompt_len - 1:]
     return F.cross_entropy(logits.float(), tokens[0, prompt_len:], reduction="none")
 
+# %% ../nbs/09_exits.ipynb #a84e3939
 @torch.no_grad()
 def generation_quality(model: EarlyExitLM, prompts: torch.Tensor, n_new: int, fill: str, estimator,
                        threshold: float, exit_layer: int | None = None) -> dict:
