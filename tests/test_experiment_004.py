@@ -1,4 +1,4 @@
-"""Experiment 004 (self-speculation), re-run by papermill with smoke parameters, and its results.json checked."""
+"""Experiment 004 (self-speculation), re-run by papermill with smoke parameters; its results.json checked."""
 import os
 import pytest
 
@@ -47,6 +47,6 @@ def test_true_exit_ceiling_and_tables(results):
     assert abs(sum(ce["histogram"].values()) - 1) < 1e-9 and ce["layer_speedup"] >= 1
     from eelab.report import tables_for
     tables = tables_for(results)
-    assert "what KV reuse buys" in tables and len(tables["self-speculation (measured, predicted, acceptance)"]) == 6
+    assert len(tables["self-speculation (measured, predicted, acceptance)"]) == 6
     reuse = tables["what KV reuse buys"]
-    assert (reuse.layer_forwards_per_token_reuse < reuse.layer_forwards_per_token_hf).all()   # reuse saves layers
+    assert (reuse.layer_forwards_per_token_reuse < reuse.layer_forwards_per_token_hf).all()  # reuse saves layers
