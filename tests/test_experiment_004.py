@@ -49,4 +49,4 @@ def test_true_exit_ceiling_and_tables(results):
     tables = tables_for(results)
     assert len(tables["self-speculation (measured, predicted, acceptance)"]) == 6
     reuse = tables["what KV reuse buys"]
-    assert (reuse.layer_forwards_per_token_reuse < reuse.layer_forwards_per_token_hf).all()  # reuse saves layers
+    assert (reuse.layer_forwards_per_token_reuse < reuse.layer_forwards_per_token_hf).all()  # saves layers
