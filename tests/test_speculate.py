@@ -285,3 +285,16 @@ def test_estimator_by_name_and_training_mode_restored():
     assert model.training and res.estimator == "saturation"
     model.eval()
     assert torch.equal(res.tokens, cached(model, prompt, 12).tokens)
+
+
+def test_on_step_reports_every_token_and_all_the_work():
+    # breaks if a step is skipped or work is reported twice (the explorer sums step.work)
+    model, _ = random_model(7)
+    prompt = torch.randint(0, model.config.vocab_size, (1, 5))
+    steps = []
+    res = self_speculative(model, prompt, 20, draft_len=3, on_step=steps.append)
+    assert [s.index for s in steps] == list(range(20))
+    assert [int(s.token[0]) for s in steps] == res.new_tokens[0].tolist()
+    total = steps[0].work
+    for s in steps[1:]: total = total + s.work
+    assert total == res.decode
