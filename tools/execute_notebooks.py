@@ -103,7 +103,7 @@ def main(argv: list[str]) -> int:
     for arg in argv:
         path = Path(arg).resolve()
         if not path.exists(): raise SystemExit(f"{arg}: no such notebook")
-        print(f"{path.relative_to(ROOT)}: {execute(path)} outputs", flush=True)
+        print(f"{arg}: {execute(path)} outputs", flush=True)
     return 0
 
 
