@@ -29,7 +29,10 @@ def test_005_smoke(tmp_path):
     for e in r["config"]["exit_layers"][:-1]:
         never, always = rows[(e, 2.0)], rows[(e, 0.0)]
         assert never["exit_rate"] == 0 and never["agreement"] == 1.0 and never["counted_cost"] > 1
+        assert never["before_divergence"] == 6 and never["same_text"] == len(r["greedy"])
         assert always["exit_rate"] == 1 and abs(always["reference_cost"] - e / L) < 1e-9
+    best = r["best_true_exit"]
+    assert r["cached_tokens_per_s"] > 0 and (best is None or best["same_text"] == len(r["greedy"]))
     for row in r["speculation"]:
         if row.get("exit_layer") is None: continue                       # eelab.speculate missing: noted
         assert row["same_as_greedy"] is True and 0 <= row["acceptance"] <= 1
