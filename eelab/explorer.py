@@ -360,13 +360,29 @@ def _layout(self: Explorer):
 
 # %% ../nbs/06_explorer.ipynb #422b4176
 @patch
-def set_threshold(self: Explorer, v: float): self.threshold_slider.value = v
+def _check(self: Explorer, **changed):
+    "ConfigError if the controls, with `changed` applied, are not something the explorer can show."
+    now = dict(prompt=self.prompt_box.value, n_new=self.n_new_slider.value, threshold=self.threshold,
+               mode=self.mode_buttons.value, temperature=self.temperature, seed=self.seed)
+    check_explorer_args(**{**now, **changed})
+
+# %% ../nbs/06_explorer.ipynb #4f811f0c
 @patch
-def set_mode(self: Explorer, mode: str): self.mode_buttons.value = mode
+def set_threshold(self: Explorer, v: float):
+    self._check(threshold=v)
+    self.threshold_slider.value = v
 @patch
-def set_prompt(self: Explorer, prompt: str): self.prompt_box.value = prompt
+def set_mode(self: Explorer, mode: str):
+    self._check(mode=mode)
+    self.mode_buttons.value = mode
 @patch
-def set_n_new(self: Explorer, n: int): self.n_new_slider.value = n
+def set_prompt(self: Explorer, prompt: str):
+    self._check(prompt=prompt)
+    self.prompt_box.value = prompt
+@patch
+def set_n_new(self: Explorer, n: int):
+    self._check(n_new=n)
+    self.n_new_slider.value = n
 
 # %% ../nbs/06_explorer.ipynb #11b7c64e
 @patch

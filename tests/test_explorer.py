@@ -78,6 +78,20 @@ def test_bad_arguments_name_the_field(name, bad):
         Explorer(tiny(), TOK, **{"n_new": 4, name: bad})
 
 
+BAD_SETS = [("set_n_new", -5), ("set_threshold", 1.5), ("set_threshold", float("nan")), ("set_mode", "fast"),
+            ("set_prompt", None)]
+
+
+@pytest.mark.parametrize("setter, bad", BAD_SETS)
+def test_setters_name_the_field(setter, bad):
+    # breaks if a setter lets a slider clamp the value silently (or raise a TraitError)
+    ex = Explorer(tiny(), TOK, n_new=4, threshold=0.05)
+    before = ex.result.tokens.clone()
+    with pytest.raises(ConfigError, match=setter.removeprefix("set_") + "="):
+        getattr(ex, setter)(bad)
+    assert torch.equal(ex.result.tokens, before)
+
+
 def test_counters_show_the_current_regeneration():
     # breaks if "last regenerate + redraw" shows the previous regeneration's time (or none)
     ex = Explorer(tiny(), TOK, n_new=8, threshold=0.05)
