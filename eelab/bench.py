@@ -28,6 +28,7 @@ CONFIGS = ("smoke", "reference", "scale")
 SCALE = dict(dim=256, num_heads=8, phase1_layers=4, phase2_layers=8, tokenizer="bpe", vocab_size=8000,
              recipe="clean", phase1_lr=1e-3, phase2_lr=1e-3)
 
+# %% ../nbs/10_bench.ipynb #98a9d304
 def bench_config(name: str, budget: str = "brief", **overrides) -> ExperimentConfig:
     "The ExperimentConfig of benchmark config `name` (one of CONFIGS) under a training `budget` (BUDGETS)."
     if budget not in BUDGETS: raise ConfigError("budget", budget, f"one of {', '.join(BUDGETS)}")
@@ -44,12 +45,14 @@ POLICIES = FILL_POLICIES
 ESTIMATORS = ("softmax_max",)
 DRAFT_LENS = (1, 2, 4, 8, "adaptive")
 
+# %% ../nbs/10_bench.ipynb #e0ba7979
 def exit_kwargs(policy: str, estimator: str = "softmax_max", model=None, windows=None) -> dict:
     "true_exit's keyword arguments for a fill policy and an estimator name (trained on `windows` if need be)."
     if estimator == "softmax_max": return dict(fill=policy, estimator=None)
     extra = dict(windows=windows) if ESTIMATOR_REGISTRY[estimator].needs_training else {}
     return dict(fill=policy, estimator=make_estimator(estimator, model=model, **extra))
 
+# %% ../nbs/10_bench.ipynb #bd38d24b
 def spec_kwargs(draft, exit_layer: int, reuse: bool, draft_threshold: float) -> dict:
     "Keyword arguments of self_speculative for a draft length (an int or 'adaptive')."
     kw = dict(exit_layer=exit_layer, reuse=reuse)
@@ -61,6 +64,7 @@ def _positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ConfigError(name, value, "an int >= 1")
 
+# %% ../nbs/10_bench.ipynb #cf66227e
 def check_args(configs=("smoke",), budget="brief", thresholds=None, policies=None, estimators=ESTIMATORS,
                repeats=20, warmup=3, new_tokens=32, prompts=8, draft_lens=DRAFT_LENS, draft_threshold=0.5):
     "ConfigError naming the first bad benchmark argument; nothing is trained before this passes."
@@ -87,8 +91,10 @@ def _prompts(trained, n: int, length: int, device) -> list[torch.Tensor]:
     step = max((len(stream) - length) // max(n, 1), 1)
     return [stream[i * step:i * step + length][None].to(device) for i in range(n)]
 
+# %% ../nbs/10_bench.ipynb #8e0a3f2d
 def _agreement(a: torch.Tensor, b: torch.Tensor) -> float: return (a == b).float().mean().item()
 
+# %% ../nbs/10_bench.ipynb #deb3c36c
 def _spread(timing: dict, name: str) -> dict:
     r = timing["ratios"][name]
     return dict(measured_speedup=r["median"], measured_q1=r["q1"], measured_q3=r["q3"], repeats=r["repeats"])
@@ -148,6 +154,7 @@ def bench_model(model, prompts: list, new_tokens: int = 32, thresholds=(0.5, 0.9
 # %% ../nbs/10_bench.ipynb #5546b3d4
 def _spec_name(e, draft, reuse) -> str: return f"exit{e}/draft{draft}/{'reuse' if reuse else 'hf'}"
 
+# %% ../nbs/10_bench.ipynb #a1ba1497
 def _spec_row(config_name, e, draft, reuse, draft_threshold, timing, runs, full) -> dict:
     spec, base = runs[0], full[0]
     drafted, accepted = sum(r.drafted for r in runs), sum(r.accepted for r in runs)
@@ -215,6 +222,7 @@ def _median_time(fn, n: int = 50) -> float:
         out.append(time.perf_counter() - t0)
     return statistics.median(out)
 
+# %% ../nbs/10_bench.ipynb #81a04136
 def _layer_timer(model, context: int, T: int):
     "A callable running layer 1 over T tokens (B=1) after `context` cached ones, the same every call."
     device = next(model.parameters()).device
@@ -276,11 +284,13 @@ def predict_speculation(row: dict, parts: dict, n_layers: int) -> dict:
 # %% ../nbs/10_bench.ipynb #210a31d2
 DEFAULT_THRESHOLDS = (0.3, 0.5, 0.7, 0.9, 1.01)
 
+# %% ../nbs/10_bench.ipynb #16ee5ddd
 def _thresholds(recipe_threshold, given):
     t = recipe_threshold
     around = {round(x, 4) for x in (t, 1.5 * t, 2 * t, 3 * t) if x < 1}
     return sorted(around | set(given or DEFAULT_THRESHOLDS))
 
+# %% ../nbs/10_bench.ipynb #f813af58
 def _train(name, budget, device, progress):
     from eelab.train import train_two_phase
     cfg = bench_config(name, budget)
@@ -330,6 +340,7 @@ def best_row(rows: list[dict], min_agreement: float = 0.95) -> dict | None:
     ok = [r for r in rows if r["agreement"] >= min_agreement and r["shallow_ratio"] > 0]
     return max(ok, key=lambda r: r["measured_speedup"]) if ok else None
 
+# %% ../nbs/10_bench.ipynb #6187503f
 def targets(result: dict, min_agreement: float = 0.95, speedup: float = 1.5, efficiency: float = 0.9) -> dict:
     "Whether a config meets the true-exit targets: median efficiency; a fast, faithful enough threshold."
     exiting = [r for r in result["rows"] if r["shallow_ratio"] > 0]
@@ -373,6 +384,7 @@ def _error_y(rs):
     return dict(type="data", symmetric=False, array=[r["measured_q3"] - r["measured_speedup"] for r in rs],
                 arrayminus=[r["measured_speedup"] - r["measured_q1"] for r in rs])
 
+# %% ../nbs/10_bench.ipynb #30738ead
 def bench_figure(results: dict):
     "Plotly: true exit's measured vs FLOP-ideal speedup against threshold (a panel per config); agreement."
     from plotly.subplots import make_subplots
@@ -459,6 +471,7 @@ def _ceiling_lines(c: dict) -> list[str]:
             f"  agreement with the top per exit: {agree}; a perfect predictor: mean depth "
             f"{ce['mean_first_layer']:.2f} layers, {ce['layer_speedup']:.2f}x by layer count"]
 
+# %% ../nbs/10_bench.ipynb #ebfd6a7d
 def _parts_line(parts: dict) -> str:
     T = max(parts["layer_T"])
     return (f"one decode step, by part (median): layer {1e6 * parts['layer']:.0f} us (x{T} tokens: "
@@ -510,6 +523,7 @@ _CHECKED = ("thresholds", "policies", "estimators", "repeats", "warmup", "new_to
 def _draft_len(text: str):
     return text if text == "adaptive" else int(text)
 
+# %% ../nbs/10_bench.ipynb #e93f0e24
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m eelab.bench",
                                  description="Time early exit against cached decoding.")
@@ -533,7 +547,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", default="_runs/bench")
     return ap
 
-# %% ../nbs/10_bench.ipynb #e93f0e24
+# %% ../nbs/10_bench.ipynb #71fba9ec
 def main(argv=None):
     "Command line: python -m eelab.bench [--smoke] [--configs ...] [--repeats N] [--out DIR] ..."
     a = _parser().parse_args(argv)
@@ -548,6 +562,7 @@ def main(argv=None):
     except ConfigError as err: _parser().error(str(err))                  # exit 2, before any training
     return run_bench(configs, a.out, a.budget, html=a.html, **kw)
 
+# %% ../nbs/10_bench.ipynb #bdb815fd
 def _in_notebook() -> bool:
     "True inside Jupyter, or nbdev/execnb (no __file__): then the cell defining main must not run it."
     return IN_NOTEBOOK or "ipykernel" in sys.modules or "__file__" not in globals()
