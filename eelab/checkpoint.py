@@ -30,6 +30,7 @@ def state_tensors(module, prefix: str = "") -> dict:
         tensors[prefix + name] = value.detach().to("cpu", copy=True).contiguous()
     return tensors
 
+# %% ../nbs/05a_checkpoint.ipynb #e77343aa
 def load_tensors(module, tensors: dict, prefix: str = ""):
     "Load the tensors named `prefix...` into `module`; only the aliases of shared tensors may be missing."
     state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -57,6 +58,7 @@ def save_model(path, model: EarlyExitLM, **meta) -> Path:
     atomic_write(Path(path).with_suffix(".json"), json.dumps(meta, indent=2, default=str))
     return Path(path)
 
+# %% ../nbs/05a_checkpoint.ipynb #62e27a06
 def load_model(path, device="cpu") -> tuple[EarlyExitLM, dict]:
     "The model saved at `path` (in eval mode, on `device`) and its metadata."
     tensors, meta = read_checkpoint(path)
@@ -76,6 +78,7 @@ def _optimizer_tensors(opt, params) -> tuple[dict, dict]:
             steps[i] = float(st["step"])
     return tensors, steps
 
+# %% ../nbs/05a_checkpoint.ipynb #c009e78d
 def _restore_optimizer(opt, params, tensors: dict, steps: dict):
     for i, p in enumerate(params):
         if str(i) in steps:
@@ -83,13 +86,14 @@ def _restore_optimizer(opt, params, tensors: dict, steps: dict):
                                 exp_avg=tensors[f"opt.{i}.exp_avg"].to(p.device),
                                 exp_avg_sq=tensors[f"opt.{i}.exp_avg_sq"].to(p.device))
 
-# %% ../nbs/05a_checkpoint.ipynb #c009e78d
+# %% ../nbs/05a_checkpoint.ipynb #64f01beb
 def save_progress(path, model, best: dict, opt, params, state: dict) -> Path:
     "The trainer's whole state after an epoch: weights, best weights, optimizer, bookkeeping."
     opt_tensors, opt_steps = _optimizer_tensors(opt, params)
     tensors = {**state_tensors(model, "model."), **{f"best.{k}": v for k, v in best.items()}, **opt_tensors}
     return save_checkpoint(path, tensors, {**state, "optimizer_steps": opt_steps})
 
+# %% ../nbs/05a_checkpoint.ipynb #4db2e460
 def load_progress(path, model, opt, params) -> tuple[dict, dict]:
     "Restore model and optimizer from a progress file; returns (best weights, bookkeeping state)."
     tensors, state = read_checkpoint(path)
@@ -106,11 +110,13 @@ def run_key(cfg: ExperimentConfig) -> str:
     d = {k: v for k, v in cfg.to_dict().items() if k not in NOT_TRAINING}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
+# %% ../nbs/05a_checkpoint.ipynb #975dc159
 def checkpoint_dir(cfg: ExperimentConfig) -> Path:
     "The folder of `cfg`'s training run under data_dir()/checkpoints."
     corpus = cfg.corpus if cfg.corpus in CORPORA else Path(cfg.corpus).stem
     return data_dir() / "checkpoints" / f"{cfg.recipe}-{corpus}-{cfg.tokenizer}-{run_key(cfg)}"
 
+# %% ../nbs/05a_checkpoint.ipynb #49132372
 @contextlib.contextmanager
 def run_lock(folder: Path):
     "Hold the run folder's lock: one process trains a given config at a time."
@@ -132,6 +138,7 @@ class TrainedRun:
     folder: Path
     reused: bool = False           # loaded from an existing checkpoint instead of trained now
 
+# %% ../nbs/05a_checkpoint.ipynb #40a1d365
 def exit_threshold(cfg: ExperimentConfig, mined: float) -> float:
     "The threshold generation uses: the config's override, else the mined one."
     return mined if cfg.exit_threshold is None else cfg.exit_threshold

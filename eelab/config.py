@@ -110,8 +110,7 @@ class ExperimentConfig(DictConfig):
     tokenizer: str = "word"           # word (the reference's) | char | bpe
     vocab_size: int = 0               # cap on the vocabulary; 0 = no cap (bpe: 0 means 8000)
     eval_samples: int = 2000          # caps validation and test at eval_samples * (seq_len + 1) tokens
-    # -- model --
-    norm: str = "post"                # post (the reference's: x = norm(x + f(x))) | pre (with a final norm)
+    norm: str = "post"                # model: post (the reference's: x = norm(x + f(x))) | pre (final norm)
     tie_embeddings: bool = False      # share the embedding matrix with the output head
     separate_heads: bool = False      # one head per exit instead of one shared head
     ffn_mult: int = 4                 # SwiGLU hidden size = ffn_mult * dim
@@ -127,13 +126,10 @@ class ExperimentConfig(DictConfig):
     phase2_max_epochs: int = 10       # not in the reference reports (its run stopped at epoch 5)
     phase1_patience: int = 1          # epochs without a better validation PPL before stopping
     phase2_patience: int = 3
-    # -- inference and run --
-    exit_threshold: float | None = None  # None: use the threshold mined in training
+    exit_threshold: float | None = None  # inference; None: use the threshold mined in training
     seed: int = 0
     device: str = "auto"              # auto = cuda, then mps, then cpu
-
     def __post_init__(self): self.validate()
-
     def validate(self):
         "Each field's type and range (from its annotation), then the fields that depend on each other."
         for f in fields(self): setattr(self, f.name, _check_field(f.name, f.type, getattr(self, f.name)))
@@ -181,12 +177,14 @@ def seed_everything(seed: int):
     torch.manual_seed(seed)
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
 
+# %% ../nbs/00_config.ipynb #3ef07acd
 def _available(kind: str) -> bool:
     import torch
     if kind == "cuda": return torch.cuda.is_available()
     mps = getattr(torch.backends, "mps", None)
     return kind == "cpu" or (kind == "mps" and mps is not None and mps.is_available())
 
+# %% ../nbs/00_config.ipynb #32402e73
 def pick_device(preference: str = "auto"):
     "A torch.device: cuda -> mps -> cpu, or the named device (an error if it is not available)."
     import torch

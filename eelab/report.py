@@ -21,17 +21,20 @@ __all__ = ['REFERENCE', 'ANCHOR', 'SMOKE_RUN', 'REFERENCE_COLUMN', 'ANCHOR_COLUM
 
 # %% ../nbs/07_report.ipynb #0d333a9e
 REFERENCE = dict(  # the reference experiment reports, WikiText-2 (nbs/reference/experiments.md)
-    phase1=dict(ppl=986.43, acc=0.1603, hard_ppl=2763.69), phase2=dict(ppl=829.78, acc=0.1577, hard_ppl=668.08),
+    phase1=dict(ppl=986.43, acc=0.1603, hard_ppl=2763.69),
+    phase2=dict(ppl=829.78, acc=0.1577, hard_ppl=668.08),
     kv_speedup=1.48, no_cache_s=0.2644, cached_s=0.1789,
     fake_shallow_ratio=0.704, fake_cost=0.6482, fake_actual_saving=0.0,
     true_shallow=21, true_deep=11, true_new_tokens=32, true_shallow_ratio=0.656, true_cost=0.672,
     true_savings=0.328, standard_s=0.1555, early_exit_s=0.1443, early_exit_speedup=1.08, threshold=0.1499)
-ANCHOR = dict(  # the reference's code on the Shakespeare split, 2 CPU cores (nbs/reference/shakespeare-anchor.md)
-    phase1=dict(ppl=2369.03, acc=0.0762, hard_ppl=5515.12), phase2=dict(ppl=2177.65, acc=0.0756, hard_ppl=2188.83),
+ANCHOR = dict(  # the reference's code, Shakespeare split, 2 CPU cores (nbs/reference/shakespeare-anchor.md)
+    phase1=dict(ppl=2369.03, acc=0.0762, hard_ppl=5515.12),
+    phase2=dict(ppl=2177.65, acc=0.0756, hard_ppl=2188.83),
     epochs=dict(phase1=(3, 2), phase2=(5, 2)), threshold=0.0779, hard_tokens=32768,
     fake_shallow_ratio=0.706, fake_cost=0.6468,
     true_shallow=18, true_deep=14, true_new_tokens=32, true_shallow_ratio=0.562, true_cost=0.719,
-    kv_speedup_single=2.21, kv_speedup_median=2.02, early_exit_speedup_single=0.94, early_exit_speedup_median=0.995,
+    kv_speedup_single=2.21, kv_speedup_median=2.02,
+    early_exit_speedup_single=0.94, early_exit_speedup_median=0.995,
     experiment_wall_s=1051, phase1_s=580, phase2_s=400)
 
 # %% ../nbs/07_report.ipynb #79708b0d
@@ -42,16 +45,20 @@ def passed_parameters(namespace: dict) -> set[str]:
     for source in namespace.get("_ih", []):
         if not source.startswith("# Parameters"): continue
         for node in ast.parse(source).body:
-            if isinstance(node, ast.Assign): names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+            if isinstance(node, ast.Assign):
+                names.update(t.id for t in node.targets if isinstance(t, ast.Name))
     return names
 
+# %% ../nbs/07_report.ipynb #314ac6ed
 def read_parameters(namespace: dict, before: set) -> tuple[dict, set]:
-    "(parameters, passed names): every name defined since `before` (the parameters cell), and the injected ones."
-    params = {k: v for k, v in namespace.items() if k not in before and v is not before and not k.startswith("_")}
+    "(parameters, passed names): names defined since `before` (the parameters cell), and the injected ones."
+    params = {k: v for k, v in namespace.items()
+              if k not in before and v is not before and not k.startswith("_")}
     passed = passed_parameters(namespace)
     unknown = sorted(passed - set(params))
     if unknown:
-        raise ConfigError(unknown[0], namespace.get(unknown[0]), f"a parameter of this notebook: {', '.join(params)}")
+        allowed = f"a parameter of this notebook: {', '.join(params)}"
+        raise ConfigError(unknown[0], namespace.get(unknown[0]), allowed)
     return params, passed
 
 # %% ../nbs/07_report.ipynb #1e5ceee2
@@ -68,9 +75,11 @@ def _config_extra(params: dict) -> dict:
         if k not in known: raise ConfigError(k, extra[k], f"a known field; known fields: {', '.join(known)}")
     return extra
 
-def resolve_parameters(params: dict, passed=(), smoke_run: dict | None = None) -> tuple[ExperimentConfig, dict, bool]:
-    """(config, run parameters, smoke?) from a notebook's parameters. In a smoke run, smoke values replace
-    every parameter except those in `passed` (set explicitly); `smoke_run` adds the notebook's own."""
+# %% ../nbs/07_report.ipynb #79447d12
+def resolve_parameters(params: dict, passed=(), smoke_run: dict | None = None):
+    """(config: ExperimentConfig, run parameters: dict, smoke: bool) from a notebook's parameters. In a smoke
+    run, smoke values replace every parameter except those in `passed` (set explicitly); `smoke_run` adds the
+    notebook's own smoke values."""
     smoke = in_test() if params.get("smoke") is None else bool(params["smoke"])
     run = {k: v for k, v in params.items() if k != "config"}
     if smoke:
@@ -84,6 +93,7 @@ def spread(xs: list[float]) -> dict:
     q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
     return dict(median=statistics.median(xs), q1=q[0], q3=q[2], min=min(xs), max=max(xs), repeats=len(xs))
 
+# %% ../nbs/07_report.ipynb #a8618e50
 def time_interleaved(methods: dict, repeats: int = 20, warmup: int = 3) -> dict:
     """{name: spread of seconds} for callables returning a result with `.seconds`; rounds alternate the order.
     Adds 'ratios': per-round time ratios of the first method over each other one, and their spread."""
@@ -98,7 +108,8 @@ def time_interleaved(methods: dict, repeats: int = 20, warmup: int = 3) -> dict:
     return out
 
 # %% ../nbs/07_report.ipynb #74841760
-def fake_exit_over_split(confidences: torch.Tensor, threshold: float, shallow_exit: int, n_layers: int) -> dict:
+def fake_exit_over_split(confidences: torch.Tensor, threshold: float, shallow_exit: int,
+                         n_layers: int) -> dict:
     "Shallow ratio and the reference's theoretical layer cost of the exit rule over per-token `confidences`."
     tokens = len(confidences)
     shallow = int((confidences >= threshold).sum())
@@ -113,16 +124,19 @@ def _fmt(v):
     if v is None or (isinstance(v, float) and math.isnan(v)): return ""
     return v if isinstance(v, str) else (f"{v:,}" if isinstance(v, int) else f"{v:,.4g}")
 
+# %% ../nbs/07_report.ipynb #4236f270
 def side_by_side(rows: list[tuple], columns=(REFERENCE_COLUMN, ANCHOR_COLUMN, "eelab")):
     "A pandas table from rows (metric, value, value, ...); floats formatted, None blank."
     import pandas as pd
     return pd.DataFrame([[_fmt(v) for v in r[1:]] for r in rows], index=[r[0] for r in rows],
                         columns=list(columns)[:len(rows[0]) - 1])
 
+# %% ../nbs/07_report.ipynb #86eab64f
 def eelab_column(results: dict) -> str:
     "The eelab column's header: corpus and recipe of the run."
     return f"eelab ({results['corpus']['name']}, {results['recipe']} recipe)"
 
+# %% ../nbs/07_report.ipynb #02a59eba
 def pct(x): return None if x is None else f"{100 * x:.1f}%"
 
 # %% ../nbs/07_report.ipynb #da4f5ffa
@@ -155,31 +169,37 @@ def plain(x):
     if isinstance(x, float) and (math.isnan(x) or math.isinf(x)): return None
     return x
 
+# %% ../nbs/07_report.ipynb #7664fcc5
 def write_results(out_dir, results: dict) -> Path:
     "Write results.json into out_dir atomically; returns its path."
     return atomic_write(Path(out_dir) / "results.json", json.dumps(plain(results), indent=2))
 
 # %% ../nbs/07_report.ipynb #62778210
-def _epochs(history): return [len(history), min(history, key=lambda r: r["val_ppl"])["epoch"]] if history else [0, 0]
+def _epochs(history) -> list[int]:
+    "[epochs run, best epoch] of a phase's history."
+    return [len(history), min(history, key=lambda r: r["val_ppl"])["epoch"]] if history else [0, 0]
 
 def reported_prompt(trained, n_tokens: int, device) -> torch.Tensor:
-    "The first n_tokens of the reported split (the reference prompted with 8 validation tokens), as (1, n_tokens)."
+    "The first n_tokens of the reported split (the reference used 8 validation tokens), as (1, n_tokens)."
     split = trained.metrics["reported"]["split"]
     return getattr(trained.corpus, split)[:n_tokens][None].to(device)
 
+# %% ../nbs/07_report.ipynb #43215a95
 def _training(trained, train_wall: float) -> dict:
     mined = trained.metrics["reported"].get("threshold", trained.threshold)
     return dict(reused=trained.reused, seconds=trained.seconds, wall_seconds_this_run=train_wall,
                 epochs={p: _epochs(h) for p, h in trained.history.items()}, threshold=mined,
                 exit_threshold_used=trained.threshold, history=trained.history)
 
+# %% ../nbs/07_report.ipynb #9df133ca
 def common_results(experiment: str, smoke: bool, parameters: dict, cfg, trained, train_wall: float) -> dict:
-    "The part of results.json every experiment shares: parameters, config, corpus, training, metrics, references."
+    "What every experiment's results.json shares: parameters, config, corpus, training, metrics, references."
     tokens = {s: len(getattr(trained.corpus, s)) for s in ("train", "valid", "test")}
-    corpus = dict(name=trained.corpus.name, tokenizer=cfg.tokenizer, vocab_size=trained.corpus.tokenizer.vocab_size,
-                  tokens=tokens)
+    corpus = dict(name=trained.corpus.name, tokenizer=cfg.tokenizer,
+                  vocab_size=trained.corpus.tokenizer.vocab_size, tokens=tokens)
     return dict(schema="eelab.results/1", experiment=experiment, smoke=smoke, parameters=parameters,
-                config=cfg.to_dict(), corpus=corpus, recipe=cfg.recipe, training=_training(trained, train_wall),
+                config=cfg.to_dict(), corpus=corpus, recipe=cfg.recipe,
+                training=_training(trained, train_wall),
                 metrics=dict(trained.metrics), reference=REFERENCE, anchor=ANCHOR)
 
 # %% ../nbs/07_report.ipynb #faec8387
@@ -193,7 +213,8 @@ def training_table(results: dict):
             for name, k, fmt in (("PPL", "ppl", same), ("Acc", "acc", pct), ("Hard PPL", "hard_ppl", same))
             for p in (1, 2)]
     return side_by_side(rows + [
-        ("Hard PPL change", "-75.8%", "-60.3%", _change(rep["phase1"]["hard_ppl"], rep["phase2"]["hard_ppl"])),
+        ("Hard PPL change", "-75.8%", "-60.3%",
+         _change(rep["phase1"]["hard_ppl"], rep["phase2"]["hard_ppl"])),
         ("Exit threshold", REFERENCE["threshold"], ANCHOR["threshold"], tr["threshold"]),
         ("Epochs run (best), phase 1", None, "3 (2)", "{} ({})".format(*tr["epochs"]["phase1"])),
         ("Epochs run (best), phase 2", None, "5 (2)", "{} ({})".format(*tr["epochs"]["phase2"])),
@@ -212,10 +233,12 @@ def exp001_table(results: dict):
         ("Same tokens with and without cache", None, None, str(kv["same_tokens"])),
         ("Fake exit shallow ratio (whole split)", pct(REFERENCE["fake_shallow_ratio"]),
          pct(ANCHOR["fake_shallow_ratio"]), pct(fake["over_split"]["shallow_ratio"])),
-        ("Theoretical cost (reference's layer formula)", pct(REFERENCE["fake_cost"]), pct(ANCHOR["fake_cost"]),
+        ("Theoretical cost (reference's layer formula)", pct(REFERENCE["fake_cost"]),
+         pct(ANCHOR["fake_cost"]),
          pct(fake["over_split"]["theoretical_cost"])),
         ("Counted cost in generation (FLOPs vs cached)", None, None, pct(g.get("counted_cost"))),
-        ("Actual saving (counted layers)", pct(REFERENCE["fake_actual_saving"]), None, pct(g["actual_saving"])),
+        ("Actual saving (counted layers)", pct(REFERENCE["fake_actual_saving"]), None,
+         pct(g["actual_saving"])),
     ], columns=(REFERENCE_COLUMN, ANCHOR_COLUMN, eelab_column(results)))
 
 # %% ../nbs/07_report.ipynb #fa461e0b
@@ -230,16 +253,19 @@ def true_exit_table(results: dict):
          pct(te["shallow_ratio"])),
         ("Compute cost, reference's layer formula", pct(REFERENCE["true_cost"]), pct(ANCHOR["true_cost"]),
          pct(te["reference_cost"])),
-        ("Compute savings, reference's layer formula", pct(REFERENCE["true_savings"]), pct(1 - ANCHOR["true_cost"]),
+        ("Compute savings, reference's layer formula", pct(REFERENCE["true_savings"]),
+         pct(1 - ANCHOR["true_cost"]),
          pct(te["savings"])),
         ("Counted cost (FLOPs vs cached full depth)", None, None, pct(te.get("counted_cost"))),
-        ("Decode layer forwards (counted)", None, None, f"{te['decode']['layer_forwards']} of {te['new_tokens'] * te['n_layers']}"),
-        ("Head evaluations (counted)", None, None, f"{te['decode']['head_evals']} (standard decoding: {te['new_tokens']})"),
+        ("Decode layer forwards (counted)", None, None,
+         f"{te['decode']['layer_forwards']} of {te['new_tokens'] * te['n_layers']}"),
+        ("Head evaluations (counted)", None, None,
+         f"{te['decode']['head_evals']} (standard decoding: {te['new_tokens']})"),
     ], columns=(REFERENCE_COLUMN, ANCHOR_COLUMN, eelab_column(results)))
 
 # %% ../nbs/07_report.ipynb #ddce4af7
 def speed_table(results: dict):
-    "Experiment 002: the reference's Generation Speed table: median times, and the per-round speedup's spread."
+    "Experiment 002: the reference's Generation Speed table: median times, per-round speedup and its spread."
     sp, te = results["speed"], results["true_exit"]
     r, std, early = sp["speedup"], sp["standard_s"]["median"], sp["early_exit_s"]["median"]
     return side_by_side([
@@ -247,14 +273,16 @@ def speed_table(results: dict):
          f"{std:.4f} s (median of {r['repeats']})"),
         ("Early-exit generation: time", f"{REFERENCE['early_exit_s']:.4f} s (1 run)", None,
          f"{early:.4f} s (median of {r['repeats']})"),
-        ("Speedup of early exit (standard / early-exit time; >1 = faster)", f"{REFERENCE['early_exit_speedup']:.2f}x",
+        ("Speedup of early exit (standard / early-exit time; >1 = faster)",
+         f"{REFERENCE['early_exit_speedup']:.2f}x",
          f"{ANCHOR['early_exit_speedup_median']:.3f}x (median of 20 rounds)",
          f"{r['median']:.2f}x (median of per-round ratios; IQR {r['q1']:.2f}-{r['q3']:.2f})"),
         ("Ratio of the median times", f"{REFERENCE['standard_s'] / REFERENCE['early_exit_s']:.2f}x", None,
          f"{std / early:.2f}x"),
         ("Speedup spread", "1 run (a rerun: 1.17x)", "0.90-1.11 (min-max)",
          f"range {r['min']:.2f}-{r['max']:.2f} over {r['repeats']} rounds"),
-        ("Ideal by layer count (1 / reference cost)", f"{1 / REFERENCE['true_cost']:.2f}x", f"{1 / ANCHOR['true_cost']:.2f}x",
+        ("Ideal by layer count (1 / reference cost)", f"{1 / REFERENCE['true_cost']:.2f}x",
+         f"{1 / ANCHOR['true_cost']:.2f}x",
          f"{1 / te['reference_cost']:.2f}x"),
     ], columns=(REFERENCE_COLUMN, ANCHOR_COLUMN, eelab_column(results)))
 
@@ -263,11 +291,14 @@ def comparison_table(results: dict):
     "Experiment 001's fake exit against Experiment 002's true exit."
     fake, te = results["comparison"]["fake_over_split"], results["true_exit"]
     R, A = REFERENCE, ANCHOR
+    def pair(a, b): return f"{pct(a)} / {pct(b)}"
     return side_by_side([
-        ("Shallow ratio: fake (whole split) / true (generation)", f"{pct(R['fake_shallow_ratio'])} / {pct(R['true_shallow_ratio'])}",
-         f"{pct(A['fake_shallow_ratio'])} / {pct(A['true_shallow_ratio'])}", f"{pct(fake['shallow_ratio'])} / {pct(te['shallow_ratio'])}"),
-        ("Cost, layer formula: fake theoretical / true", f"{pct(R['fake_cost'])} / {pct(R['true_cost'])}",
-         f"{pct(A['fake_cost'])} / {pct(A['true_cost'])}", f"{pct(fake['theoretical_cost'])} / {pct(te['reference_cost'])}"),
+        ("Shallow ratio: fake (whole split) / true (generation)",
+         pair(R["fake_shallow_ratio"], R["true_shallow_ratio"]),
+         pair(A["fake_shallow_ratio"], A["true_shallow_ratio"]),
+         pair(fake["shallow_ratio"], te["shallow_ratio"])),
+        ("Cost, layer formula: fake theoretical / true", pair(R["fake_cost"], R["true_cost"]),
+         pair(A["fake_cost"], A["true_cost"]), pair(fake["theoretical_cost"], te["reference_cost"])),
         ("Counted cost (FLOPs vs cached): true", None, None, pct(te.get("counted_cost"))),
         ("Actual saving: fake / true (layers)", "0% / 32.8%", None, f"0% / {pct(te['savings'])}"),
         ("Decisions behind the ratio: fake / true", None, None, f"{fake['tokens']:,} / {te['new_tokens']}"),
@@ -281,10 +312,12 @@ def flaws_table(results: dict):
     def moved(d): return pct(d["exit_fraction_phase2"] - d["exit_fraction_phase1"])
     def width(d): return pct(d["ci_high"] - d["ci_low"])
     def row(label, key, show, field=None):
-        return (label, *(show(F[key][side] if field is None else F[key][side][field]) for side in ("before", "after")))
+        values = [F[key][side] if field is None else F[key][side][field] for side in ("before", "after")]
+        return (label, *map(show, values))
     return side_by_side([
         row("1 leakage: phase-2 Hard PPL", "1_leakage", fmt, "hard_ppl"),
-        row("2 length-1 training: Hard PPL (length 1 / in context)", "2_train_inference_mismatch", fmt, "hard_ppl"),
+        row("2 length-1 training: Hard PPL (length 1 / in context)", "2_train_inference_mismatch", fmt,
+            "hard_ppl"),
         row("3 shared head: exit fraction moved by phase 2", "3_shared_head_retrained", moved),
         row("4 positions: agreement with the full model", "4_positions_and_quality", pct, "agreement"),
         row("5 accounting: cost vs cached decoding (layers / FLOPs)", "5_compute_accounting", pct, "cost"),

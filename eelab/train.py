@@ -58,6 +58,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         scaled = [None if g is None else g * grad_loss for g in (grad_h, grad_w)]
         return (*scaled, None, None, None)
 
+# %% ../nbs/05_train.ipynb #2bb8e270
 def fused_linear_cross_entropy(h, weight, targets, token_weights=None, chunk: int = 64):
     "Mean (or token_weights-weighted) cross-entropy of logits h @ weight.T, never materialising them."
     h, targets = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
@@ -73,6 +74,7 @@ def _chunk_stats(logits, targets) -> dict:
     return dict(nll=lse - logits.gather(1, targets[:, None]).squeeze(1), correct=arg == targets,
                 confidence=torch.exp(top - lse), target=targets)
 
+# %% ../nbs/05_train.ipynb #b04fcf8c
 @torch.no_grad()
 def token_stats(model: EarlyExitLM, windows: torch.Tensor, exit_layers=None, batch_size: int = 64,
                 keep_hidden: bool = False, chunk: int = 256) -> dict:
@@ -93,6 +95,7 @@ def token_stats(model: EarlyExitLM, windows: torch.Tensor, exit_layers=None, bat
     model.train(was_training)
     return {e: {k: torch.cat(v).cpu() for k, v in d.items() if v} for e, d in out.items()}
 
+# %% ../nbs/05_train.ipynb #b50629b3
 def ppl(nll: torch.Tensor) -> float: return math.exp(nll.double().mean().item()) if len(nll) else float("nan")
 
 # %% ../nbs/05_train.ipynb #70b5e3f7
@@ -140,6 +143,7 @@ def _adamw(params, lr, weight_decay):
     try: return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
     except (RuntimeError, TypeError): return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
+# %% ../nbs/05_train.ipynb #650b4064
 def _run_epoch(model, opt, params, batches, loss_fn, grad_clip, progress, steps, interrupt_after_steps):
     "One epoch of optimizer steps; returns (mean loss, batches, steps so far)."
     total, count = 0.0, 0
@@ -207,11 +211,13 @@ def _lm_loss(exit_layer):
         return fused_linear_cross_entropy(hidden, model.head(exit_layer).proj.weight, y)
     return loss_fn
 
+# %% ../nbs/05_train.ipynb #cab2fee6
 def _val_score(windows, exit_layer, batch_size):
     def score(model):
         return dict(val_ppl=ppl(token_stats(model, windows, (exit_layer,), batch_size)[exit_layer]["nll"]))
     return score
 
+# %% ../nbs/05_train.ipynb #55df2714
 def _length_one_loss(e, L):
     "Reference phase 2: each hard token's exit hidden state alone, as a sequence of length 1 at position 0."
     def loss_fn(model, batch):
@@ -231,6 +237,7 @@ def length_one_ppl(model, hidden, targets, batch_size=256) -> float:
         nll += loss_fn(model, (hidden[s:s + batch_size], targets[s:s + batch_size])).item() * n
     return math.exp(nll / max(len(targets), 1))
 
+# %% ../nbs/05_train.ipynb #2e09d8a5
 def _weighted_hard_loss(L, ratio):
     "Clean phase 2: full windows, deep-exit loss with hard tokens weighted to `ratio` of it."
     def loss_fn(model, batch):
@@ -293,6 +300,7 @@ def _phase2_data(cfg, recipe, windows, mined, hard, device):
             yield x.to(device), y.to(device), hard_windows[i * bs:(i + 1) * bs].to(device)
     return in_context, len(windows["train"]) // bs, _weighted_hard_loss(L, cfg.hard_example_ratio)
 
+# %% ../nbs/05_train.ipynb #9c35a443
 def _phase2(cfg, recipe, phase1, windows, mined, hard, folder, device, common, interrupt):
     "The grown model, its new parts trained on the hard tokens; returns (model, training result)."
     seed_everything(cfg.seed + 1)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest, torch
 from eelab import data
 from eelab.config import ExperimentConfig, ConfigError, data_dir
-from eelab.data import (Tokenizer, build_tokenizer, Corpus, load_corpus, make_windows, iterate_batches, num_batches,
+from eelab.data import (Tokenizer, build_tokenizer, load_corpus, make_windows, iterate_batches, num_batches,
                         DIFFICULTY_NAMES, SYNTHETIC_PHRASES, check_synthetic_labels, corpus_dir)
 
 SMALL_SYN = dict(corpus="synthetic", phase1_samples=300, eval_samples=60)

@@ -1,5 +1,5 @@
 """Every experiment notebook, re-run by papermill with smoke parameters, and its results.json checked (issue #3)."""
-import json, os
+import os
 from pathlib import Path
 import pytest
 

@@ -1,9 +1,7 @@
 """eelab-lab as a newcomer meets it (issue 8 §1): every parameter settable or refused by name, before any training."""
-import json
 from pathlib import Path
 import pytest
 from eelab import lab
-from eelab.config import ConfigError
 
 
 def test_unknown_parameter_fails_before_anything_runs(tmp_path, capsys):

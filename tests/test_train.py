@@ -1,5 +1,4 @@
 """Trainer: atomic, resumable checkpoints give the same result as an uninterrupted run (issue #3)."""
-import os
 import pytest, torch
 from eelab.config import smoke_config
 from eelab.checkpoint import checkpoint_dir
