@@ -4,7 +4,9 @@ import pytest, torch
 from eelab.model import EarlyExitLM, ModelConfig
 from eelab.generate import no_cache, cached, true_exit, fake_exit, recompute_skip_pattern
 from eelab.estimators import max_softmax
-from eelab.cost import flop_model
+from eelab.cost import flop_model, full_depth_work
+from eelab.model import WorkMeter
+from eelab.generate import FILL_POLICIES, full_cache
 from eelab.config import ConfigError
 
 
@@ -15,7 +17,8 @@ def random_configs(n, seed=0):
         head_dim = rng.choice([4, 8, 16])
         n_layers = rng.randint(2, 6)
         exits = sorted(set(rng.sample(range(1, n_layers), rng.randint(1, n_layers - 1))) | {n_layers})
-        yield ModelConfig(vocab_size=rng.choice([17, 64, 300]), dim=heads * head_dim, num_heads=heads, n_layers=n_layers,
+        yield ModelConfig(vocab_size=rng.choice([17, 64, 300]), dim=heads * head_dim, num_heads=heads,
+                          n_layers=n_layers,
                           exit_layers=tuple(exits), norm=rng.choice(["post", "pre"]),
                           tie_embeddings=rng.random() < 0.3, separate_heads=rng.random() < 0.3)
 
@@ -23,7 +26,10 @@ def random_configs(n, seed=0):
 CONFIGS = list(random_configs(8))
 
 
-@pytest.mark.parametrize("mc", CONFIGS, ids=lambda mc: f"L{mc.n_layers}x{mc.dim}-{mc.norm}-exits{'_'.join(map(str, mc.exit_layers))}")
+def _config_id(mc): return f"L{mc.n_layers}x{mc.dim}-{mc.norm}-exits{'_'.join(map(str, mc.exit_layers))}"
+
+
+@pytest.mark.parametrize("mc", CONFIGS, ids=_config_id)
 @pytest.mark.parametrize("batch", [1, 4])
 def test_cached_equals_no_cache(mc, batch):
     torch.manual_seed(mc.n_layers * 100 + mc.dim)
@@ -74,7 +80,6 @@ def test_fake_exit_batch_picks_per_row():
 
 
 # ---- KV fill policies (issue: upper-cache gaps) ----
-from eelab.generate import FILL_POLICIES, full_cache
 
 
 def _mid_threshold(model, e, V):
@@ -123,12 +128,14 @@ def test_fill_policies_match_definitions(mc):
     for f, r in runs.items():
         S, D = r.shallow_count, r.deep_count
         done = int(r.upper_cached.sum()) - D if f == "recompute" else 0
-        want = dict(skip=S * e + D * L, propagate=S * e + D * L, recompute=n * e + (D + done) * (L - e), oracle=n * L)[f]
+        want = dict(skip=S * e + D * L, propagate=S * e + D * L, recompute=n * e + (D + done) * (L - e),
+                    oracle=n * L)[f]
         assert r.decode.layer_forwards == want, f
         assert r.decode.kv_fills == (S * (L - e) if f == "propagate" else 0)
         assert r.decode.head_evals == S + 2 * D
-        fm, d = flop_model(model), r.decode       # FLOPs: layers, pairs, heads, K/V fills at 4 C^2, softmax at 3 V
-        assert r.decode_flops == (d.layer_forwards * fm.layer + d.attention_pairs * fm.attention_pair + d.head_evals * fm.head
+        fm, d = flop_model(model), r.decode     # FLOPs: layers, pairs, heads, fills at 4 C^2, softmax at 3 V
+        assert r.decode_flops == (d.layer_forwards * fm.layer + d.attention_pairs * fm.attention_pair
+                                  + d.head_evals * fm.head
                                   + d.kv_fills * 4 * mc.dim ** 2 + n * 3 * mc.vocab_size)
 
 
@@ -160,14 +167,14 @@ def test_estimator_without_logits_pays_one_head():
         r = true_exit(model, prompt, 12, 0.5, estimator=Const(c))
         assert r.decode.head_evals == 12 and r.estimator == "const" and r.decode.estimator_flops == 12 * 5
         fm, d = flop_model(model), r.decode
-        assert r.decode_flops == d.layer_forwards * fm.layer + d.attention_pairs * fm.attention_pair + 12 * fm.head + 12 * 5
-    assert torch.equal(true_exit(model, prompt, 12, 0.5, estimator=Const(0.0)).tokens, cached(model, prompt, 12).tokens)
-    assert torch.equal(true_exit(model, prompt, 12, 0.5, estimator=Const(1.0)).tokens, cached(model, prompt, 12, exit_layer=2).tokens)
+        assert r.decode_flops == (d.layer_forwards * fm.layer + d.attention_pairs * fm.attention_pair
+                                  + 12 * fm.head + 12 * 5)
+    never, always = (true_exit(model, prompt, 12, 0.5, estimator=Const(c)).tokens for c in (0.0, 1.0))
+    assert torch.equal(never, cached(model, prompt, 12).tokens)
+    assert torch.equal(always, cached(model, prompt, 12, exit_layer=2).tokens)
 
 
 # ---- cost model: counted cost beside the reference's formula (issue 8 §4, issue 9 §1) ----
-from eelab.cost import full_depth_work
-from eelab.model import WorkMeter
 
 
 def _small(seed=6, **kw):
@@ -184,7 +191,7 @@ def test_counted_cost_beside_reference_cost():
     th = _mid_threshold(model, 2, 40)
     for r in (fake_exit(model, prompt, 20, th), true_exit(model, prompt, 20, th, fill="oracle")):
         assert 0 < r.shallow_count < 20 and r.savings > 0           # the formula claims a saving...
-        assert r.counted_cost > 1 and r.summary()["counted_cost"] == r.counted_cost   # ...the counted work says otherwise
+        assert r.counted_cost > 1 and r.summary()["counted_cost"] == r.counted_cost   # ...counted work: no
     skip = true_exit(model, prompt, 20, th)
     assert skip.counted_cost == skip.decode_flops / base.decode_flops
 
@@ -192,7 +199,7 @@ def test_counted_cost_beside_reference_cost():
 # ---- on_step (issue 9 §2) ----
 @pytest.mark.parametrize("fill", FILL_POLICIES)
 def test_on_step_matches_result(fill):
-    # fails if steps are missed or doubled, if a step's work is not that step's, or if exits/confidences differ
+    # fails if steps are missed or doubled, if a step's work is not that step's, if exits/confidences differ
     model = _small(7)
     prompt = torch.randint(0, 40, (1, 4))
     steps = []
@@ -249,7 +256,7 @@ def test_bad_temperature(temperature):
 
 @pytest.mark.parametrize("prompt, n_new, field", [
     (torch.zeros(3, dtype=torch.long), 4, "prompt"),          # 1-D: was "not enough values to unpack"
-    (torch.zeros(1, 3), 4, "prompt"),                         # float ids: were truncated or crashed in the embedding
+    (torch.zeros(1, 3), 4, "prompt"),                         # float ids: were truncated or crashed
     (torch.zeros(1, 3, dtype=torch.long), 2.5, "n_new"),     # was a raw TypeError
     (torch.zeros(1, 3, dtype=torch.long), 0, "n_new"),
     (torch.full((1, 3), 99), 4, "prompt"),                    # ids outside the vocabulary
@@ -264,7 +271,8 @@ def test_exit_layer_zero_is_rejected():
     # was silently the default exit
     model = _small()
     p = torch.zeros(1, 3, dtype=torch.long)
-    for call in (lambda: true_exit(model, p, 4, 0.5, exit_layer=0), lambda: fake_exit(model, p, 4, 0.5, exit_layer=0),
+    for call in (lambda: true_exit(model, p, 4, 0.5, exit_layer=0),
+                 lambda: fake_exit(model, p, 4, 0.5, exit_layer=0),
                  lambda: cached(model, p, 4, exit_layer=0), lambda: no_cache(model, p, 4, exit_layer=0)):
         with pytest.raises(ConfigError, match="exit_layer"):
             call()
@@ -278,7 +286,7 @@ def test_longer_than_trained_context_warns_once():
         warnings.simplefilter("always")
         true_exit(model, p, 5, 0.5)                               # 4 + 5 - 1 = 8 positions fed: fine
         assert not caught
-        true_exit(model, p, 9, 0.5)                               # 12 positions: one warning, not one per token
+        true_exit(model, p, 9, 0.5)                               # 12 positions: one warning, not one a token
     assert len(caught) == 1 and "trained on 8" in str(caught[0].message)
 
 
