@@ -128,7 +128,8 @@ class _Progress:
 # %% ../nbs/05_train.ipynb #94a6b7cb
 def _epoch_line(desc: str, row: dict, scores: dict, epoch: int, max_epochs: int, mean_epoch_s: float) -> str:
     left = max_epochs - epoch
-    eta = f"ETA at most {_minutes(left * mean_epoch_s)} ({left} epochs left at most)" if left else "done"
+    epochs = f"{left} epoch{'s' * (left > 1)}"
+    eta = f"ETA at most {_minutes(left * mean_epoch_s)} ({epochs} left at most)" if left else "done"
     metrics = ", ".join(f"{k} {v:.4g}" for k, v in scores.items())
     seconds = row["seconds"]
     loss = row["train_loss"]
