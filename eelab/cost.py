@@ -4,11 +4,37 @@
 
 # %% ../nbs/02a_cost.ipynb #eddad492
 from __future__ import annotations
-from dataclasses import dataclass
-from .model import EarlyExitLM, WorkMeter
+from dataclasses import dataclass, asdict
 
 # %% auto #0
-__all__ = ['FlopModel', 'flop_model', 'full_depth_work', 'reference_cost']
+__all__ = ['WorkMeter', 'FlopModel', 'flop_model', 'full_depth_work', 'reference_cost']
+
+# %% ../nbs/02a_cost.ipynb #5d0019f0
+@dataclass
+class WorkMeter:
+    "Work actually executed, counted where it runs; `FlopModel.of` turns it into FLOPs."
+    layer_forwards: int = 0     # one token through one transformer layer = 1
+    attention_pairs: int = 0    # (query, key) pairs scored by attention, summed over layers and batch
+    head_evals: int = 0         # one token through one exit head (a full-vocabulary projection) = 1
+    confidence_evals: int = 0   # one exit decision computed for one token = 1
+    estimator_flops: int = 0    # FLOPs the confidence estimators spent on those decisions
+    kv_fills: int = 0           # one token's K/V projected into one layer that did not run = 1
+
+    def add_layer(self, tokens: int, pairs: int):
+        self.layer_forwards += tokens
+        self.attention_pairs += pairs
+
+    def add_decisions(self, tokens: int, flops_each: int):
+        self.confidence_evals += tokens
+        self.estimator_flops += tokens * flops_each
+
+    def copy(self) -> WorkMeter: return WorkMeter(**asdict(self))
+    def __add__(self, o): return WorkMeter(**{k: v + getattr(o, k) for k, v in asdict(self).items()})
+    def __sub__(self, o): return WorkMeter(**{k: v - getattr(o, k) for k, v in asdict(self).items()})
+
+    def __iadd__(self, o):                       # in place: a meter handed down keeps counting
+        for k, v in vars(o).items(): setattr(self, k, getattr(self, k) + v)
+        return self
 
 # %% ../nbs/02a_cost.ipynb #18432521
 @dataclass
@@ -31,8 +57,8 @@ class FlopModel:
         return self.of(meter) / self.of(baseline)
 
 # %% ../nbs/02a_cost.ipynb #39a64af8
-def flop_model(model: EarlyExitLM) -> FlopModel:
-    "The FlopModel of `model`'s component sizes (its own `flop_model()` if it has one)."
+def flop_model(model) -> FlopModel:
+    "The FlopModel of an EarlyExitLM's component sizes (a model's own `flop_model()` if it has one)."
     if hasattr(model, "flop_model"): return model.flop_model()
     mc = model.config
     hidden = mc.ffn_mult * mc.dim

@@ -8,10 +8,11 @@ from dataclasses import dataclass, asdict
 import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import patch
 from .config import ExperimentConfig, ConfigError
+from .cost import WorkMeter
 
 # %% auto #0
-__all__ = ['FREEZABLE', 'ModelConfig', 'rope_angles', 'apply_rope', 'WorkMeter', 'RMSNorm', 'Attention', 'SwiGLU', 'Block',
-           'ExitHead', 'EarlyExitLM', 'extend', 'param_counts']
+__all__ = ['FREEZABLE', 'ModelConfig', 'rope_angles', 'apply_rope', 'RMSNorm', 'Attention', 'SwiGLU', 'Block', 'ExitHead',
+           'EarlyExitLM', 'extend', 'param_counts']
 
 # %% ../nbs/02_model.ipynb #61d9b71e
 @dataclass
@@ -72,33 +73,6 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     x1, x2 = x.chunk(2, dim=-1)                                      # (B, nh, T, hs/2) each
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
-
-# %% ../nbs/02_model.ipynb #97edc364
-@dataclass
-class WorkMeter:
-    "Work actually executed, counted where it runs; `eelab.cost.FlopModel.of` turns it into FLOPs."
-    layer_forwards: int = 0     # one token through one transformer layer = 1
-    attention_pairs: int = 0    # (query, key) pairs scored by attention, summed over layers and batch
-    head_evals: int = 0         # one token through one exit head (a full-vocabulary projection) = 1
-    confidence_evals: int = 0   # one exit decision computed for one token = 1
-    estimator_flops: int = 0    # FLOPs the confidence estimators spent on those decisions
-    kv_fills: int = 0           # one token's K/V projected into one layer that did not run = 1
-
-    def add_layer(self, tokens: int, pairs: int):
-        self.layer_forwards += tokens
-        self.attention_pairs += pairs
-
-    def add_decisions(self, tokens: int, flops_each: int):
-        self.confidence_evals += tokens
-        self.estimator_flops += tokens * flops_each
-
-    def copy(self) -> WorkMeter: return WorkMeter(**asdict(self))
-    def __add__(self, o): return WorkMeter(**{k: v + getattr(o, k) for k, v in asdict(self).items()})
-    def __sub__(self, o): return WorkMeter(**{k: v - getattr(o, k) for k, v in asdict(self).items()})
-
-    def __iadd__(self, o):                       # in place: a meter handed down keeps counting
-        for k, v in vars(o).items(): setattr(self, k, getattr(self, k) + v)
-        return self
 
 # %% ../nbs/02_model.ipynb #15c08c90
 class RMSNorm(nn.Module):
