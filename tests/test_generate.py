@@ -216,6 +216,7 @@ def test_on_step_matches_result(fill):
 
 @pytest.mark.parametrize("method", ["no_cache", "cached", "fake_exit"])
 def test_on_step_every_generator(method):
+    # fails if a generator ignores on_step, or if asking for steps changes the tokens or the counted work
     from eelab.generate import generate
     model = _small(8)
     prompt = torch.randint(0, 40, (2, 3))
@@ -234,6 +235,7 @@ def test_on_step_every_generator(method):
 @pytest.mark.parametrize("threshold", [float("nan"), -0.5, float("inf"), None, "0.5", True])
 @pytest.mark.parametrize("method", [true_exit, fake_exit])
 def test_bad_threshold(method, threshold):
+    # before: NaN never exited, negative/inf silently always/never, None and str raised a raw TypeError
     model = _small()
     with pytest.raises(ConfigError, match="threshold"):
         method(model, torch.zeros(1, 3, dtype=torch.long), 4, threshold)
@@ -250,6 +252,7 @@ def test_threshold_extremes_documented():
 
 @pytest.mark.parametrize("temperature", [-1.0, float("nan"), float("inf"), None])
 def test_bad_temperature(temperature):
+    # before: negative sampled the inverted distribution, NaN emitted the last id, inf was uniform
     with pytest.raises(ConfigError, match="temperature"):
         cached(_small(), torch.zeros(1, 3, dtype=torch.long), 4, temperature)
 
@@ -262,6 +265,7 @@ def test_bad_temperature(temperature):
     (torch.full((1, 3), 99), 4, "prompt"),                    # ids outside the vocabulary
 ])
 def test_bad_prompt_and_n_new(prompt, n_new, field):
+    # before: a raw ValueError, TypeError or RuntimeError from deep inside, none naming the field
     for method in (no_cache, cached):
         with pytest.raises(ConfigError, match=field):
             method(_small(), prompt, n_new)
