@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, ast, json, sys, time
 from dataclasses import dataclass
 from pathlib import Path
-from .config import ConfigError, CHOICES
+from .config import ConfigError, CHOICES, atomic_write
 from .report import tables_for, resolve_parameters, ANCHOR
 
 # %% auto #0
@@ -168,9 +168,12 @@ def _execute(run: Run) -> dict:
     results = run_experiment(run.experiment, run.out_dir, run.parameters, stream=True)
     wall = time.perf_counter() - t0
     print_tables(results, run.recipe)
-    seconds = ", ".join(f"{k} {v:.0f} s" for k, v in results["training"]["seconds"].items())
-    reused = "reused" if results["training"]["reused"] else "run"
-    print(f"({run.experiment}: {wall:.0f} s wall; training {reused}: {seconds})", flush=True)
+    training = results.get("training")                       # None: an experiment that trains nothing
+    if training is None: print(f"({run.experiment}: {wall:.0f} s wall)", flush=True)
+    else:
+        seconds = ", ".join(f"{k} {v:.0f} s" for k, v in training["seconds"].items())
+        reused = "reused" if training["reused"] else "run"
+        print(f"({run.experiment}: {wall:.0f} s wall; training {reused}: {seconds})", flush=True)
     return dict(results=results, wall=wall)
 
 # %% ../nbs/08_lab.ipynb #705aa0ee
@@ -184,13 +187,13 @@ def run_lab(argv=None) -> dict:
     for run in runs:
         done = _execute(run)
         walls[f"{run.recipe}/{run.experiment}" if run.recipe else run.experiment] = done["wall"]
-        trained.setdefault(done["results"]["recipe"], done["results"]["training"])
+        results = done["results"]
+        if "training" in results: trained.setdefault(results["recipe"], results["training"])
     total = time.perf_counter() - start
     for recipe, training in trained.items(): print(_training_line(recipe, training, smoke))
     summary = dict(wall_seconds=walls, total_seconds=total, out=str(out),
                    training_seconds={r: t["seconds"] for r, t in trained.items()})
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "lab_summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write(out / "lab_summary.json", json.dumps(summary, indent=2))
     per_run = ", ".join(f"{k} {v:.0f} s" for k, v in walls.items())
     print(f"\nmake lab: {total:.0f} s in all ({total / 60:.1f} min); {per_run}")
     print(f"executed notebooks and results.json under {out}")
