@@ -70,6 +70,9 @@ def test_output_normalisation():
     normalise = execute_notebooks.normalise_output
     assert normalise(widget, renumber)["data"] == {"text/plain": execute_notebooks.WIDGET_NOTE}
     assert normalise({"output_type": "stream", "name": "stderr", "text": "x"}, renumber) is None
+    chunks = [{"output_type": "stream", "name": "stdout", "text": t} for t in ("first line", "\n")]
+    assert execute_notebooks.merge_streams(chunks) == [{"output_type": "stream", "name": "stdout",
+                                                         "text": "first line\n"}]
     ids = "a 1b4e28ba-2fa1-11d2-883f-0016d3cca427 b 1b4e28ba-2fa1-11d2-883f-0016d3cca427"
     assert renumber(ids) == "a 00000000-0000-4000-8000-000000000000 b 00000000-0000-4000-8000-000000000000"
 

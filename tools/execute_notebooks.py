@@ -12,7 +12,8 @@ churn when a notebook is executed again, so the outputs are normalised:
 - random ids (UUIDs of plotly divs and widgets) are renumbered in order of appearance, memory
   addresses (`at 0x7f...`) become `0x0`;
 - widget views (they need a live kernel) become one line of text saying so; stderr (progress bars,
-  warnings with local paths) is dropped.
+  warnings with local paths) is dropped; adjacent chunks of printed text are merged into one output
+  (how the kernel splits them depends on timing).
 
 A cell that raises stops the run and leaves that notebook unchanged on disk.
 """
@@ -72,6 +73,19 @@ def normalise_output(out: dict, renumber: Renumber) -> dict | None:
     return out
 
 
+def merge_streams(outputs: list[dict]) -> list[dict]:
+    "Adjacent stdout chunks as one output: how a kernel splits printed text into messages is timing."
+    merged = []
+    for out in outputs:
+        prev = merged[-1] if merged else None
+        if prev is not None and out.get("output_type") == prev.get("output_type") == "stream" \
+                and out.get("name") == prev.get("name"):
+            prev["text"] = _join(prev["text"]) + _join(out["text"])
+        else:
+            merged.append(out)
+    return merged
+
+
 def skipped(cell) -> bool:
     directives = [line.replace(" ", "") for line in cell.source.splitlines()]
     return cell.cell_type != "code" or "#|eval:false" in directives
@@ -88,7 +102,8 @@ def execute(path: Path, timeout: int = 900) -> int:
     renumber, kept = Renumber(), 0
     for cell in nb.cells:
         if cell.cell_type != "code": continue
-        cell.outputs = [o for o in (normalise_output(o, renumber) for o in cell.outputs) if o is not None]
+        kept_outputs = [o for o in (normalise_output(o, renumber) for o in cell.outputs) if o is not None]
+        cell.outputs = merge_streams(kept_outputs)
         kept += len(cell.outputs)
     nbformat.write(nb, path)
     subprocess.run([str(Path(sys.executable).with_name("nbdev_clean")), "--fname", str(path)], check=True)
