@@ -320,8 +320,12 @@ def run_all_cells(page) -> dict:
     return state
 
 
+def outputs_text(page) -> str:
+    return "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+
+
 def expected_n_tokens(page) -> int:
-    text = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+    text = outputs_text(page)
     m = re.search(r"N_TOKENS\s*=\s*(\d+)", text)
     assert m, "notebook output must contain a line 'N_TOKENS=<n>'"
     return int(m.group(1))
@@ -469,6 +473,9 @@ def test_notebook_widgets_in_browser(nb_path, lab, browser_context):
         sl = slider(page)
         start = float(readout(sl))      # the demo starts at 0.5, the explorer at the mined threshold
         assert 0 < start < 1, f"threshold starts at {readout(sl)}"
+        mined = re.search(r"at the mined threshold ([\d.]+)", outputs_text(page))
+        if nb_path == "nbs/06_explorer.ipynb":
+            assert mined and _near(readout(sl), float(mined.group(1))), f"starts at {readout(sl)}: {mined}"
 
         # (c) threshold 0: every token exits shallow
         set_slider_by_readout(page, sl, 0.0)

@@ -125,3 +125,14 @@ def test_colab_cell_url_comes_from_settings(tmp_path):
     cell = colab_cell.render(colab_cell.git_url(settings))
     assert 'EELAB_PIP = "eelab @ git+https://github.com/someone/fork"' in cell
     assert re.search(r"^#\| eval: false$", colab_cell.render(), re.M)      # nbdev never runs it
+
+
+def test_index_explorer_starts_at_the_mined_threshold():
+    # breaks if index.ipynb starts the explorer anywhere but the checkpoint's mined threshold, or its
+    # committed line (the one the prose describes) is not what that explorer does
+    from eelab.explorer import Explorer, load_explorer_model
+    model, tokenizer, threshold = load_explorer_model()
+    result = Explorer(model, tokenizer, prompt="ROMEO:", n_new=48, threshold=threshold).result
+    line = (f"mined threshold {threshold:.3f}: {result.shallow_count} of 48 generated tokens "
+            f"({result.shallow_ratio:.0%}) left after layer 2")
+    assert any(line in t for o in _outputs(ROOT / "index.ipynb") for t in _texts(o)), line
