@@ -151,6 +151,6 @@ def load_run(cfg: ExperimentConfig, corpus: Corpus, device="cpu") -> TrainedRun:
     folder = checkpoint_dir(cfg)
     phase1, _ = load_model(folder / "phase1.safetensors", device)
     model, meta = load_model(folder / "phase2.safetensors", device)
-    mined = meta["metrics"]["reported"].get("threshold", meta["threshold"])
+    mined = meta["metrics"]["reported"].setdefault("threshold", meta["threshold"])   # older runs: meta only
     return TrainedRun(cfg, corpus, phase1, model, exit_threshold(cfg, mined), meta["metrics"],
                       meta["history"], meta["seconds"], folder, reused=True)
