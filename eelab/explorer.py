@@ -14,9 +14,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from fastcore.basics import patch
 from .config import ConfigError
-from .model import EarlyExitLM, WorkMeter
+from .model import EarlyExitLM
 from .data import Tokenizer
-from .cost import FlopModel, flop_model, full_depth_work, reference_cost
+from .cost import FlopModel, WorkMeter, flop_model, full_depth_work, reference_cost
 from .checkpoint import load_model
 from .generate import generate, GenerationResult, Step
 
