@@ -82,7 +82,7 @@ def test_output_normalisation():
 def test_every_notebook_has_the_one_colab_cell():
     # breaks if a notebook's set-up cell is missing, doubled, or not tools/colab_cell.py's template
     # (fix: `python tools/colab_cell.py`)
-    stale = colab_cell.stale(colab_cell.notebooks(), colab_cell.render())
+    stale = colab_cell.stale(colab_cell.notebooks())
     assert not stale, "Colab set-up cell differs from the template in:\n" + "\n".join(stale)
 
 
@@ -136,3 +136,15 @@ def test_index_explorer_starts_at_the_mined_threshold():
     line = (f"mined threshold {threshold:.3f}: {result.shallow_count} of 48 generated tokens "
             f"({result.shallow_ratio:.0%}) left after layer 2")
     assert any(line in t for o in _outputs(ROOT / "index.ipynb") for t in _texts(o)), line
+
+
+def test_colab_cell_keeps_a_notebooks_extras(tmp_path):
+    # breaks if rewriting drops `[hf]` from a notebook that needs transformers
+    cell = dict(cell_type="code", metadata={}, outputs=[], execution_count=None,
+                source=["# Colab set-up\n", '![ -e /content ] && pip install -q "eelab[hf] @ git+https://x/y"'])
+    nb = tmp_path / "hf.ipynb"
+    nb.write_text(json.dumps(dict(cells=[cell], metadata={}, nbformat=4, nbformat_minor=5)))
+    assert colab_cell.rewrite(nb) and not colab_cell.rewrite(nb)           # rewritten once, then stable
+    assert colab_cell.stale([nb]) == []
+    source = "".join(json.loads(nb.read_text())["cells"][0]["source"])
+    assert f'EELAB_PIP = "eelab[hf] @ git+{colab_cell.git_url()}"' in source

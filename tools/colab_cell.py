@@ -10,12 +10,13 @@ notebook stops there instead of dying one cell later with `ModuleNotFoundError`.
     python tools/colab_cell.py nbs/06_explorer.ipynb index.ipynb     # only these
     python tools/colab_cell.py --check          # exit 1 naming each notebook whose cell differs
 
-A notebook without the cell gets it inserted after its `#| default_exp` cell (or after the first
-markdown cells). Each rewritten notebook is then cleaned with `nbdev_clean --fname`.
+A notebook whose cell installs extras (`eelab[hf]`) keeps them. A notebook without the cell gets it
+inserted after its `#| default_exp` cell (or after the first markdown cells). Each rewritten notebook
+is then cleaned with `nbdev_clean --fname`.
 """
 from __future__ import annotations
 
-import configparser, json, subprocess, sys
+import configparser, json, re, subprocess, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +27,7 @@ TEMPLATE = '''#| eval: false
 # Colab set-up (written by tools/colab_cell.py, the same in every notebook). In Google Colab: installs eelab
 # and turns on third-party widgets. Elsewhere: does nothing. Colab shows this cell (it ignores `#| hide`).
 import os, subprocess, sys
-EELAB_PIP = "eelab @ git+{git_url}"  # from `git_url` in settings.ini
+EELAB_PIP = "eelab{extras} @ git+{git_url}"  # from `git_url` in settings.ini
 if os.path.exists("/content"):
     pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", EELAB_PIP],
                          capture_output=True, text=True)
@@ -50,9 +51,19 @@ def git_url(settings: Path = ROOT / "settings.ini") -> str:
     return url.removesuffix(".git")
 
 
-def render(url: str | None = None) -> str:
-    "The set-up cell's source."
-    return TEMPLATE.format(git_url=url or git_url())
+EXTRAS = re.compile(r"eelab(\[[\w,-]+\])? @")
+
+
+def render(url: str | None = None, extras: str = "") -> str:
+    "The set-up cell's source; `extras` such as `[hf]` install optional dependencies too."
+    return TEMPLATE.format(git_url=url or git_url(), extras=extras)
+
+
+def extras_of(nb: dict) -> str:
+    "The pip extras the notebook's current set-up cell installs (`[hf]`), kept when it is rewritten."
+    cells = setup_cells(nb)
+    found = EXTRAS.search("".join(cells[0]["source"])) if cells else None
+    return (found.group(1) or "") if found else ""
 
 
 def notebooks() -> list[Path]:
@@ -73,9 +84,10 @@ def _insert_at(nb: dict) -> int:
     return i
 
 
-def rewrite(path: Path, source: str) -> bool:
-    "Put `source` into the notebook's set-up cell; True if the file changed."
+def rewrite(path: Path, url: str | None = None) -> bool:
+    "Put the template (with the notebook's extras) into its set-up cell; True if the file changed."
     nb = json.loads(path.read_text())
+    source = render(url, extras_of(nb))
     cells = setup_cells(nb)
     if len(cells) > 1: raise SystemExit(f"{path}: {len(cells)} cells contain {MARK!r}; expected one")
     lines = source.splitlines(keepends=True)
@@ -89,28 +101,28 @@ def rewrite(path: Path, source: str) -> bool:
     return True
 
 
-def stale(paths, source: str) -> list[str]:
+def stale(paths, url: str | None = None) -> list[str]:
     "Notebooks whose set-up cell is missing, doubled or not the template."
     bad = []
     for p in paths:
-        cells = setup_cells(json.loads(Path(p).read_text()))
-        if len(cells) != 1 or "".join(cells[0]["source"]) != source: bad.append(str(p))
+        nb = json.loads(Path(p).read_text())
+        cells = setup_cells(nb)
+        if len(cells) != 1 or "".join(cells[0]["source"]) != render(url, extras_of(nb)): bad.append(str(p))
     return bad
 
 
 def main(argv: list[str]) -> int:
     check = "--check" in argv
     paths = [Path(a).resolve() for a in argv if a != "--check"] or notebooks()
-    source = render()
     if check:
-        bad = stale(paths, source)
+        bad = stale(paths)
         for p in bad: print(f"{p}: Colab set-up cell differs from tools/colab_cell.py's template")
         return 1 if bad else 0
-    changed = [p for p in paths if rewrite(p, source)]
+    changed = [p for p in paths if rewrite(p)]
     nbdev_clean = Path(sys.executable).with_name("nbdev_clean")
     for p in changed:
         subprocess.run([str(nbdev_clean), "--fname", str(p)], check=True)
-        print(f"rewrote {p.relative_to(ROOT)}")
+        print(f"rewrote {p.relative_to(ROOT) if p.is_relative_to(ROOT) else p}")
     return 0
 
 
