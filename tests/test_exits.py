@@ -23,14 +23,20 @@ def _model(mc, seed=0):
     return EarlyExitLM(mc).eval()
 
 
+def _training(name, model, windows):
+    "make_estimator's arguments for an estimator that must be fitted."
+    return dict(model=model, windows=windows, **(dict(epochs=1) if name == "learned" else dict(k=8)))
+
+
 def test_registry():
-    # one registry, the learned estimator included (it needs training windows)
-    assert set(ESTIMATORS) == {"softmax_max", "margin", "entropy", "saturation", "learned"}
+    # one registry, the trained estimators included (they need training windows)
+    assert set(ESTIMATORS) == {"softmax_max", "margin", "entropy", "saturation", "learned", "shortlist"}
     with pytest.raises(ConfigError, match="estimator"): make_estimator("bogus")
     with pytest.raises(ConfigError, match="windows"): make_estimator("learned")
+    with pytest.raises(ConfigError, match="windows"): make_estimator("shortlist")
     for name in ESTIMATORS:
-        training = dict(model=_model(CONFIGS[0]), windows=torch.randint(0, 50, (4, 9)), epochs=1)
-        kw = training if ESTIMATORS[name].needs_training else {}
+        data = torch.randint(0, 50, (4, 9))
+        kw = _training(name, _model(CONFIGS[0]), data) if ESTIMATORS[name].needs_training else {}
         assert make_estimator(name, **kw).name == name
 
 
@@ -39,7 +45,8 @@ def test_registry():
 def test_teacher_forced_path_equals_true_exit(mc, name):
     model = _model(mc)
     data = torch.randint(0, mc.vocab_size, (8, 25))
-    est = make_estimator(name, model, windows=data, epochs=1) if name == "learned" else make_estimator(name)
+    trained = ESTIMATORS[name].needs_training
+    est = make_estimator(name, **_training(name, model, data)) if trained else make_estimator(name)
     e = mc.exit_layers[0]
     p = exit_pass(model, data[:, :-1], e)
     conf = est.scores(p["hidden"], p["prev"], p["shallow"])

@@ -1,0 +1,88 @@
+"""Learn-then-Test calibration (nbs/13_calibrate): p-values, the checker, the loss table, named errors."""
+import math
+import numpy as np
+import pytest, torch
+from eelab.config import ConfigError
+from eelab.model import EarlyExitLM, ModelConfig
+from eelab.exits import teacher_forced_quality
+from eelab.calibrate import (NEVER, hb_p_value, learn_then_test, naive_index, loss_table, calibrate,
+                             calibrate_table, check_guarantee, synthetic_table)
+
+RISKS = np.r_[np.linspace(0, 0.08, 10), 0.095, np.linspace(0.11, 0.3, 9)]   # one threshold just under delta
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    mc = ModelConfig(vocab_size=40, dim=16, num_heads=2, n_layers=4, exit_layers=(2, 4))
+    return EarlyExitLM(mc).eval()
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_p_value_is_valid_at_the_boundary(binary):
+    # where the true risk IS delta, P(p <= a) <= a; a p-value that ignores n (or a wrong tail) breaks this
+    rng, n, delta = np.random.default_rng(0), 200, 0.1
+    risks = (rng.random((4000, n)) < delta).mean(1)
+    p = np.array([hb_p_value(r, n, delta, binary) for r in risks])
+    for a in (0.05, 0.2):
+        assert (p <= a).mean() <= a + 3 * math.sqrt(a * (1 - a) / len(p))
+    assert hb_p_value(0.02, 2000, delta, binary) < 1e-6            # and it does reject a clear case
+
+
+def test_fixed_sequence_stops_at_first_failure():
+    # a grid whose risks dip again after a failure: LTT must not skip past the failure (naive does not either)
+    losses = np.zeros((400, 5))
+    losses[:, 2] = np.arange(400) < 200                            # risk 0.5 at index 2, 0 elsewhere
+    j, p = learn_then_test(losses, 0.1, 0.05, binary=True)
+    assert j == 1 and p[2] > 0.05 and p[3] < 0.05
+    assert naive_index(losses, 0.1) == 1
+
+
+def test_checker_holds_on_known_truth_and_naive_fails():
+    table = synthetic_table(n=2000, risks=RISKS, seed=1)
+    chk = check_guarantee(table, delta=0.1, epsilon=0.05, n_cal=500, n_splits=200, seed=1)
+    assert chk["n_splits"] == 200 and chk["n_test"] == 1500
+    assert chk["violation_rate"] <= chk["bound"] and chk["holds"]      # within its binomial bound
+    assert chk["naive_violation_rate"] > chk["bound"]                  # the naive quantile fails
+    assert 0.5 < chk["saving_ratio"] <= 1.0
+
+
+def test_broken_p_value_fails_the_check():
+    # a p-value computed as if from a million samples whatever n was: the checker must catch it
+    broken = lambda risk, n, delta, binary=False: hb_p_value(risk, 10**6, delta, binary)
+    chk = check_guarantee(synthetic_table(n=2000, risks=RISKS, seed=1), 0.1, 0.05, 500, 200, seed=1,
+                          p_value=broken)
+    assert not chk["holds"] and chk["violation_rate"] > chk["bound"]
+
+
+def test_loss_table_matches_the_exit_path():
+    # the table's textual risk and counted cost are teacher_forced_quality's disagreement and flops_rel
+    model, w = _model(), torch.randint(0, 40, (12, 9))
+    for fill in ("skip", "propagate"):
+        table = loss_table(model, w, "softmax_max", fill, "textual", grid=[0.0, 0.05, 0.1])
+        assert table.grid[0] == NEVER and (table.losses[:, 0] == 0).all() and (table.exited[:, 0] == 0).all()
+        rows = teacher_forced_quality(model, w, fill, "softmax_max", list(table.grid))
+        for j, th in enumerate(table.grid):
+            r = next(r for r in rows if r["threshold"] == th)
+            assert abs(table.losses[:, j].mean() - (1 - r["agreement"])) < 1e-9
+            assert abs(table.flops[:, j].sum() / table.full_flops.sum() - r["flops_rel"]) < 1e-9
+            assert table.exited[:, j].sum() / table.tokens.sum() == r["exit_rate"]
+    risk = loss_table(model, w, "saturation", "skip", "risk")
+    assert 0 <= risk.losses.min() and risk.losses.max() <= 1 and (risk.losses[:, 0] == 0).all()
+
+
+def test_calibrate_result_and_errors():
+    model, w = _model(1), torch.randint(0, 40, (40, 9))
+    cal = calibrate(model, w, "softmax_max", "skip", delta=0.3, epsilon=0.1)
+    assert cal.threshold in cal.grid and cal.n == 40 and len(cal.p_values) == len(cal.grid)
+    assert cal.threshold >= cal.naive["threshold"] and 0 <= cal.exit_rate <= 1
+    j = cal.grid.index(cal.threshold)
+    assert all(p <= 0.1 for p in cal.p_values[:j + 1])            # every threshold above it was rejected
+    assert j + 1 == len(cal.grid) or cal.p_values[j + 1] > 0.1
+    for bad, field in ((dict(delta=0), "delta"), (dict(delta=1), "delta"), (dict(epsilon=1.2), "epsilon"),
+                       (dict(epsilon=True), "epsilon"), (dict(consistency="bleu"), "consistency"),
+                       (dict(fill="sideways"), "fill"), (dict(estimator="bogus"), "estimator"),
+                       (dict(grid=[]), "grid")):
+        with pytest.raises(ConfigError, match=field): calibrate(model, w, **bad)
+    with pytest.raises(ConfigError, match="windows"): calibrate(model, w[:0])
+    with pytest.raises(ConfigError, match="n_cal"): check_guarantee(synthetic_table(n=100), n_cal=100)
+    with pytest.raises(ConfigError, match="windows"): calibrate_table(synthetic_table(n=10), rows=[])
