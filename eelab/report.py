@@ -9,8 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 import torch
 from .config import ExperimentConfig, ConfigError, config_from_params, SMOKE, atomic_write
-from .model import WorkMeter
-from .cost import reference_cost
+from .cost import WorkMeter, reference_cost
 
 # %% auto #0
 __all__ = ['REFERENCE', 'ANCHOR', 'SMOKE_RUN', 'REFERENCE_COLUMN', 'ANCHOR_COLUMN', 'EXIT_COLOURS', 'TABLES', 'passed_parameters',
