@@ -101,3 +101,28 @@ def test_precision_recall():
     assert none["recall"] == 0.0 and none["exit_rate"] == 0.0
     with pytest.raises(ValueError):
         exit_precision_recall(model, SimpleNamespace(difficulty=None), SoftmaxMax(), 0.5)
+
+
+def test_head_free_exit_pays_one_head():
+    # issue 13 §3: a head-free estimator (shortlist) evaluates one head per token at every threshold of its
+    # grid, and true exit with it costs no more than cached decoding by counted FLOPs, on a model whose
+    # vocabulary is large relative to its width (V = 4000, C = 32: one head ~ 1.2 layers). Its shallow head is
+    # scaled so that exits happen. Breaks if the decision evaluates the full shallow head (softmax_max does:
+    # checked below), or if the estimator's FLOPs or the exit's saving are miscounted.
+    from eelab.estimators import Shortlist, fit_shortlist
+    from eelab.cost import flop_model
+    from eelab.generate import cached
+    torch.manual_seed(0)
+    mc = ModelConfig(vocab_size=4000, dim=32, num_heads=2, n_layers=4, exit_layers=(2, 4))
+    model = EarlyExitLM(mc).eval()
+    with torch.no_grad(): model.head(2).proj.weight.mul_(8)
+    est = fit_shortlist(model, torch.randint(0, 4000, (16, 33)), k=16)
+    assert est.flops(model) < flop_model(model).head / 100
+    prompt = torch.randint(0, 4000, (1, 4))
+    base = cached(model, prompt, 32)
+    for th in Shortlist.thresholds():
+        r = true_exit(model, prompt, 32, th, estimator=est)
+        assert r.decode.head_evals / r.n_new <= 1.05, th
+        assert r.decode_flops <= base.decode_flops, th
+    soft = true_exit(model, prompt, 32, Shortlist.thresholds()[0], estimator="softmax_max")
+    assert soft.decode.head_evals / soft.n_new > 1.05 and soft.decode_flops > base.decode_flops
