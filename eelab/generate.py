@@ -376,7 +376,7 @@ def true_exit(model: EarlyExitLM, prompt, n_new: int, threshold: float, temperat
     B, P = prompt.shape
     if B != 1:
         raise ConfigError("prompt", f"batch of {B}", "batch size 1: true_exit decides per token; "
-                          "use fake_exit or cached for batches (batched exits: see the benchmark notebook)")
+                          "for a batch use eelab.batch.batched_true_exit (per-row exits)")
     est = as_estimator(estimator, model)
     cache = SplitCache(model.n_layers, e, P + n_new, reference_positions=reference_positions)
     run = ExitRun(model, cache, est, threshold, fill, int(est.flops(model)))
