@@ -96,21 +96,22 @@ def _row(fill, estimator, threshold, a: dict, full_ppl: float) -> dict:
 
 # %% ../nbs/09_exits.ipynb #4cbe1600
 def _add_batch(acc: dict, model: EarlyExitLM, w: torch.Tensor, p: dict, fills, ests, thresholds):
-    "Every fill x estimator x threshold on one batch of windows w (B, T+1), its exit_pass p shared."
+    "Every fill x estimator x threshold (None: the estimator's own grid) on windows w (B, T+1)."
     x, y = w[:, :-1], w[:, 1:]
     for est in ests:
         conf = _scores(est, p)
         for f in fills:
-            for th in thresholds:
+            for th in (est.thresholds() if thresholds is None else thresholds):
                 a = acc.setdefault((f, est.name, th), dict.fromkeys(_SUMS, 0))
                 _accumulate(a, exit_path(model, x, f, est, th, passed=p, conf=conf), y, p["deep"].argmax(-1))
 
 # %% ../nbs/09_exits.ipynb #e06ef267
 @torch.no_grad()
-def teacher_forced_quality(model: EarlyExitLM, windows: torch.Tensor, fill, estimator, thresholds,
+def teacher_forced_quality(model: EarlyExitLM, windows: torch.Tensor, fill, estimator, thresholds=None,
                            exit_layer: int | None = None, batch_size: int = 64) -> list[dict]:
     "One row per fill x estimator x threshold: ppl, agreement with the full model, exit rate, relative FLOPs."
-    fills, thresholds = _as_list(fill), [float(t) for t in _as_list(thresholds)]
+    fills = _as_list(fill)
+    if thresholds is not None: thresholds = [float(t) for t in _as_list(thresholds)]
     ests = [as_estimator(s, model) for s in _as_list(estimator)]
     acc, full_nll = {}, []
     for s in range(0, len(windows), batch_size):
