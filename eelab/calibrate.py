@@ -107,24 +107,26 @@ def loss_table(model, windows: torch.Tensor, estimator="softmax_max", fill: str 
                      consistency, est.name, fill, binary=T == 1 and consistency == "textual")
 
 # %% ../nbs/13_calibrate.ipynb #d71436e7
-def _kl_bernoulli(a: float, b: float) -> float:
-    "Relative entropy h(a, b) of Bernoulli(a) from Bernoulli(b)."
-    term = lambda p, q: 0.0 if p == 0 else p * math.log(p / q)
+def _kl_bernoulli(a, b: float):
+    "Relative entropy h(a, b) of Bernoulli(a) from Bernoulli(b), elementwise over a."
+    a = np.asarray(a, dtype=float)
+    term = lambda p, q: np.where(p > 0, p * np.log(np.maximum(p, 1e-300) / q), 0.0)
     return term(a, b) + term(1 - a, 1 - b)
 
-def hb_p_value(risk: float, n: int, delta: float, binary: bool = False) -> float:
-    "P-value of 'risk > delta' from an empirical risk over n samples (exact binomial when 0/1 losses)."
-    if binary: return float(binom.cdf(round(risk * n), n, delta))
-    hoeffding = math.exp(-n * _kl_bernoulli(min(risk, delta), delta))
-    bentkus = math.e * float(binom.cdf(math.ceil(n * risk - 1e-9), n, delta))
-    return min(1.0, hoeffding, bentkus)
+def hb_p_value(risk, n: int, delta: float, binary: bool = False):
+    "P-values of 'risk > delta' from empirical risks (scalar or array) over n samples each."
+    risk = np.asarray(risk, dtype=float)
+    if binary: return binom.cdf(np.round(risk * n), n, delta)
+    hoeffding = np.exp(-n * _kl_bernoulli(np.minimum(risk, delta), delta))
+    bentkus = math.e * binom.cdf(np.ceil(n * risk - 1e-9), n, delta)
+    return np.minimum(1.0, np.minimum(hoeffding, bentkus))
 
 # %% ../nbs/13_calibrate.ipynb #2c4575c1
 def learn_then_test(losses: np.ndarray, delta: float, epsilon: float, binary: bool = False,
                     p_value=hb_p_value) -> tuple[int, np.ndarray]:
     "Index into the grid of the calibrated threshold, and the p-values (G,) of losses (n, G)."
     n, risks = len(losses), losses.mean(0)
-    p = np.array([p_value(float(r), n, delta, binary) for r in risks])
+    p = np.asarray(p_value(risks, n, delta, binary), dtype=float)                # (G,)
     failed = np.flatnonzero(p > epsilon)
     stop = failed[0] if len(failed) else len(p)
     return max(int(stop) - 1, 0), p
