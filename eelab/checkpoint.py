@@ -16,9 +16,9 @@ from .data import Corpus
 from .model import EarlyExitLM, ModelConfig
 
 # %% auto #0
-__all__ = ['NOT_TRAINING', 'state_tensors', 'load_tensors', 'save_checkpoint', 'read_checkpoint', 'save_model', 'load_model',
-           'save_progress', 'load_progress', 'run_key', 'checkpoint_dir', 'run_lock', 'TrainedRun', 'exit_threshold',
-           'has_run', 'load_run']
+__all__ = ['NOT_TRAINING', 'LATER_FIELDS', 'state_tensors', 'load_tensors', 'save_checkpoint', 'read_checkpoint', 'save_model',
+           'load_model', 'save_progress', 'load_progress', 'run_key', 'checkpoint_dir', 'run_lock', 'TrainedRun',
+           'exit_threshold', 'has_run', 'load_run']
 
 # %% ../nbs/05a_checkpoint.ipynb #fa7efccc
 def state_tensors(module, prefix: str = "") -> dict:
@@ -104,10 +104,13 @@ def load_progress(path, model, opt, params) -> tuple[dict, dict]:
 
 # %% ../nbs/05a_checkpoint.ipynb #bd25adb0
 NOT_TRAINING = ("exit_threshold", "device")   # fields that do not change what training produces
+# fields added after runs were cached: hashed only when set, so older runs keep their keys (and folders)
+LATER_FIELDS = dict(precision="fp32", joint_weights="uniform", layer_dropout=0.0, distill=0.0)
 
 def run_key(cfg: ExperimentConfig) -> str:
     "A short hash of every config field that changes training."
-    d = {k: v for k, v in cfg.to_dict().items() if k not in NOT_TRAINING}
+    d = {k: v for k, v in cfg.to_dict().items()
+         if k not in NOT_TRAINING and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 # %% ../nbs/05a_checkpoint.ipynb #975dc159

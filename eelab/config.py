@@ -29,12 +29,15 @@ class Recipe:
     phase2_in_context: bool   # False: each hard token's hidden state alone, a sequence of length 1
     phase2_frozen: tuple      # parts frozen in phase 2; "head" = the shallow exit's (shared) head
     reported_split: str       # split of the reported table
+    phases: int = 2           # 2: phase 1 then phase 2; 1: all layers and exits trained jointly
 
 RECIPES = dict(
     reference=Recipe(vocabulary="train+valid", mine_split="valid", threshold_split="valid",
                      phase2_in_context=False, phase2_frozen=("embed", "lower"), reported_split="valid"),
     clean=Recipe(vocabulary="train", mine_split="train", threshold_split="valid",
                  phase2_in_context=True, phase2_frozen=("embed", "lower", "head"), reported_split="test"),
+    joint=Recipe(vocabulary="train", mine_split="valid", threshold_split="valid", phase2_in_context=True,
+                 phase2_frozen=(), reported_split="test", phases=1),
 )
 
 # %% ../nbs/00_config.ipynb #462f817f
@@ -44,6 +47,8 @@ CHOICES = dict(
     recipe=tuple(RECIPES),
     norm=("post", "pre"),
     device=("auto", "cpu", "cuda", "mps"),
+    joint_weights=("uniform", "linear", "gradual", "rotational"),
+    precision=("fp32", "bf16"),
 )
 POSITIVE = ("seq_len", "dim", "num_heads", "phase1_samples", "phase1_layers", "phase2_layers",
             "eval_samples", "ffn_mult", "batch_size", "phase1_max_epochs", "phase2_max_epochs",
@@ -127,6 +132,11 @@ class ExperimentConfig(DictConfig):
     phase1_patience: int = 1          # epochs without a better validation PPL before stopping
     phase2_patience: int = 3
     exit_threshold: float | None = None  # inference; None: use the threshold mined in training
+    precision: str = "fp32"           # fp32 (the reference's numbers) | bf16 (autocast, fp32 loss and sums)
+    # -- the joint recipe (one phase: phase1_lr, phase1_max_epochs, phase1_patience) --
+    joint_weights: str = "uniform"    # exit loss weights: uniform | linear (in depth) | gradual | rotational
+    layer_dropout: float = 0.0        # p_max: per-sample layer dropout rising with depth to p_max
+    distill: float = 0.0              # weight of the KL from each early exit to the detached deep exit
     seed: int = 0
     device: str = "auto"              # auto = cuda, then mps, then cpu
     def __post_init__(self): self.validate()
@@ -153,6 +163,16 @@ def _check_relations(cfg: ExperimentConfig):
         raise ConfigError("corpus", corpus, allowed)
     if cfg.tokenizer == "bpe" and 0 < cfg.vocab_size < 256:
         raise ConfigError("vocab_size", cfg.vocab_size, "0 (= 8000) or at least 256 for the bpe tokenizer")
+    _check_joint(cfg)
+
+# %% ../nbs/00_config.ipynb #e96439ff
+def _check_joint(cfg: ExperimentConfig):
+    if not 0 <= cfg.layer_dropout < 1:
+        raise ConfigError("layer_dropout", cfg.layer_dropout, "a probability in [0, 1)")
+    joint_only = dict(joint_weights="uniform", layer_dropout=0.0, distill=0.0)
+    for name, default in joint_only.items():
+        if cfg.recipe != "joint" and getattr(cfg, name) != default:
+            raise ConfigError(name, getattr(cfg, name), f"{default!r} unless recipe='joint'")
 
 # %% ../nbs/00_config.ipynb #5eb423b9
 def config_from_params(params: dict, **overrides) -> ExperimentConfig:

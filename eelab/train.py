@@ -5,8 +5,10 @@
 # %% ../nbs/05_train.ipynb #2c705857
 from __future__ import annotations
 import math, time
+from dataclasses import asdict
 import torch
-from .config import ExperimentConfig, ConfigError, RECIPES, seed_everything, pick_device
+import torch.nn.functional as F
+from .config import ExperimentConfig, ConfigError, RECIPES, CHOICES, seed_everything, pick_device
 from .config import smoke_config  # noqa: F401  (moved to eelab.config; still importable from here)
 from .data import load_corpus, iterate_batches
 from .model import EarlyExitLM, ModelConfig, extend
@@ -15,7 +17,8 @@ from .checkpoint import (TrainedRun, state_tensors, load_tensors, save_model, lo
 
 # %% auto #0
 __all__ = ['fused_linear_cross_entropy', 'token_stats', 'ppl', 'TrainingInterrupted', 'train_phase', 'length_one_ppl',
-           'evaluate_split', 'train_two_phase', 'plot_history']
+           'evaluate_split', 'train_two_phase', 'plot_history', 'layer_drop_probs', 'joint_hidden', 'exit_weights',
+           'distill_loss', 'shallow_part', 'train_joint']
 
 # %% ../nbs/05_train.ipynb #6a9f29b8
 def _chunk_loss_and_grad(hc, weight, yc, wc, need_grad: bool = True):
@@ -362,8 +365,9 @@ def train_two_phase(cfg: ExperimentConfig, progress: bool = True,
                     interrupt_after_steps: dict | None = None) -> TrainedRun:
     """Phase 1, hard-example mining, threshold, phase 2 and evaluation for `cfg.recipe`; cached by config.
     `interrupt_after_steps={"phase1": n}` (tests) stops phase 1 after n optimizer steps, like a kill."""
-    device, corpus, folder = pick_device(cfg.device), load_corpus(cfg), checkpoint_dir(cfg)
     recipe = RECIPES[cfg.recipe]
+    if recipe.phases == 1: return train_joint(cfg, progress, interrupt_after_steps)
+    device, corpus, folder = pick_device(cfg.device), load_corpus(cfg), checkpoint_dir(cfg)
     interrupt = interrupt_after_steps or {}
     common = dict(weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, progress=progress)
     with run_lock(folder):
@@ -404,3 +408,144 @@ def plot_history(run: TrainedRun, title: str | None = None):
                       margin=dict(t=60, b=30))
     fig.update_xaxes(title_text="epoch (phase 2 continues after phase 1)")
     return fig
+
+# %% ../nbs/05_train.ipynb #ad3391e3
+def layer_drop_probs(n_layers: int, p_max: float) -> torch.Tensor:
+    "p(l) = p_max * (exp(l ln2 / (L-1)) - 1) for layers l = 0..L-1: 0 at the first, p_max at the last."
+    if n_layers == 1: return torch.zeros(1)
+    depth = torch.arange(n_layers, dtype=torch.float64)
+    return (p_max * (torch.exp(depth * math.log(2) / (n_layers - 1)) - 1)).float()
+
+# %% ../nbs/05_train.ipynb #2abfebc8
+def joint_hidden(model, x, drop_probs=None) -> dict:
+    "forward_hidden with per-sample layer dropout: {exit: hidden state (B, T, C) as its head sees it}."
+    B, T = x.shape
+    positions = torch.arange(T, device=x.device)
+    rope, h, out = model.rope(positions), model.embed(x), {}               # h (B, T, C)
+    for i, layer in enumerate(model.layers):
+        y = layer(h, rope, positions)
+        if drop_probs is not None and drop_probs[i] > 0:
+            keep = torch.rand(B, device=x.device) >= drop_probs[i]          # (B,) per sample
+            y = torch.where(keep[:, None, None], y, h)
+        h = y
+        if i + 1 in model.exit_layers: out[i + 1] = model.head(i + 1).hidden(h)
+    return out
+
+# %% ../nbs/05_train.ipynb #62da58de
+def exit_weights(scheme: str, exits: tuple, step: int, total_steps: int) -> dict:
+    "{exit: loss weight} at optimizer step `step` (0-based) of `total_steps`; the weights sum to 1."
+    n = len(exits)
+    if scheme == "uniform": raw = [1.0] * n
+    elif scheme == "linear": raw = [float(e) for e in exits]
+    elif scheme == "gradual":          # the exit k places below the top joins at k/(n-1) of the first half
+        done = step / max(total_steps, 1)
+        raw = [float(done >= 0.5 * (n - 1 - i) / max(n - 1, 1)) for i in range(n)]
+    elif scheme == "rotational": raw = [float(i == step % n) for i in range(n)]
+    else: raise ConfigError("joint_weights", scheme, f"one of {', '.join(CHOICES['joint_weights'])}")
+    return {e: w / sum(raw) for e, w in zip(exits, raw)}
+
+# %% ../nbs/05_train.ipynb #113c31e7
+def distill_loss(h_student, h_teacher, w_student, w_teacher, chunk: int = 256):
+    "Mean over tokens of KL(p_teacher || p_student); the teacher (deep exit) is detached."
+    hs = h_student.reshape(-1, h_student.shape[-1])                           # (N, C)
+    ht = h_teacher.reshape(-1, h_teacher.shape[-1]).detach()                  # (N, C)
+    total = 0.0
+    for s in range(0, hs.shape[0], chunk):
+        log_q = torch.log_softmax((hs[s:s + chunk] @ w_student.t()).float(), -1)            # (c, V)
+        log_p = torch.log_softmax((ht[s:s + chunk] @ w_teacher.detach().t()).float(), -1)   # (c, V)
+        total = total + F.kl_div(log_q, log_p, log_target=True, reduction="sum")
+    return total / hs.shape[0]
+
+# %% ../nbs/05_train.ipynb #31659b93
+def _joint_loss(cfg, total_steps):
+    def loss_fn(model, batch):
+        x, y, step = batch
+        probs = layer_drop_probs(model.n_layers, cfg.layer_dropout) if model.training else None
+        hidden = joint_hidden(model, x, probs)                                 # {exit: (B, T, C)}
+        weights = exit_weights(cfg.joint_weights, model.exit_layers, step, total_steps)
+        loss = 0.0
+        for e, h in hidden.items():
+            if weights[e] == 0: loss = loss + 0.0 * h.sum()
+            else: loss = loss + weights[e] * fused_linear_cross_entropy(h, model.head(e).proj.weight, y)
+        if cfg.distill:
+            L = model.n_layers
+            for e in model.exit_layers[:-1]:
+                kl = distill_loss(hidden[e], hidden[L], model.head(e).proj.weight, model.head(L).proj.weight)
+                loss = loss + cfg.distill * kl
+        return loss
+    return loss_fn
+
+# %% ../nbs/05_train.ipynb #201266c4
+def _joint_score(windows, batch_size):
+    def score(model):
+        stats = token_stats(model, windows, batch_size=batch_size)
+        per_exit = {f"val_ppl_{e}": ppl(s["nll"]) for e, s in stats.items()}
+        mean_nll = torch.stack([s["nll"].double() for s in stats.values()]).mean(0)
+        return dict(val_ppl=ppl(mean_nll), **per_exit)
+    return score
+
+# %% ../nbs/05_train.ipynb #2eed3c6c
+def _joint_phase(cfg, vocab_size, windows, folder, device, common, interrupt) -> tuple[EarlyExitLM, dict]:
+    "The joint model: every layer and exit trained together from the start."
+    bs, n_batches = cfg.batch_size, len(windows["train"]) // cfg.batch_size
+    seed_everything(cfg.seed)
+    model = EarlyExitLM(ModelConfig.from_experiment(cfg, vocab_size, context_len=cfg.seq_len)).to(device)
+    def batches(epoch):
+        for i, (x, y) in enumerate(iterate_batches(windows["train"], bs)):
+            yield x.to(device), y.to(device), (epoch - 1) * n_batches + i   # the global step
+    res = train_phase(model, batches=batches, n_batches=n_batches,
+                      loss_fn=_joint_loss(cfg, n_batches * cfg.phase1_max_epochs),
+                      score_fn=_joint_score(windows["valid"], bs), lr=cfg.phase1_lr,
+                      max_epochs=cfg.phase1_max_epochs, patience=cfg.phase1_patience,
+                      progress_path=folder / "joint.progress.safetensors", desc="joint",
+                      interrupt_after_steps=interrupt.get("joint"), **common)
+    return model, res
+
+# %% ../nbs/05_train.ipynb #eb6fff3b
+def _evaluate_joint(cfg, recipe, model, windows) -> dict:
+    e, L, bs = cfg.phase1_layers, cfg.phase2_layers, cfg.batch_size
+    stats = {s: token_stats(model, windows[s], batch_size=bs) for s in ("valid", "test")}
+    confidence = stats[recipe.threshold_split][e]["confidence"].double()
+    threshold = torch.quantile(confidence, cfg.hard_example_ratio).item()
+    metrics = dict(phase1={}, phase2={})
+    for split, st in stats.items():
+        rows = evaluate_split(model, windows[split], bs, st[e]["confidence"] < threshold, stats=st)
+        metrics["phase1"][split], metrics["phase2"][split] = rows[e], rows[L]
+        metrics["phase2"][f"{split}_shallow_exit"] = rows[e]
+    split = recipe.reported_split
+    rows = {p: {k: metrics[p][split][k] for k in ("ppl", "acc", "hard_ppl")} for p in ("phase1", "phase2")}
+    metrics["reported"] = dict(split=split, **rows, threshold=threshold)
+    return metrics
+
+# %% ../nbs/05_train.ipynb #8b808daa
+def shallow_part(model: EarlyExitLM, exit_layer: int) -> EarlyExitLM:
+    "A copy of `model`'s first `exit_layer` layers with their exit as its only one."
+    mc = ModelConfig(**{**asdict(model.config), "n_layers": exit_layer, "exit_layers": (exit_layer,)})
+    part = EarlyExitLM(mc).to(next(model.parameters()).device)
+    keep = ("embed.", *(f"layers.{i}." for i in range(exit_layer)), f"heads.{exit_layer}.")
+    part.load_state_dict({k: v for k, v in model.state_dict().items() if k.startswith(keep)})
+    return part.eval()
+
+# %% ../nbs/05_train.ipynb #3d4542d6
+def train_joint(cfg: ExperimentConfig, progress: bool = True, interrupt_after_steps: dict | None = None):
+    "The joint recipe end to end (`train_two_phase` sends `recipe='joint'` here); cached by config."
+    device, corpus, folder = pick_device(cfg.device), load_corpus(cfg), checkpoint_dir(cfg)
+    recipe, interrupt = RECIPES[cfg.recipe], interrupt_after_steps or {}
+    common = dict(weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, progress=progress)
+    with run_lock(folder):
+        if has_run(cfg): return load_run(cfg, corpus, device)
+        windows, t_start = _windows(cfg, corpus), time.perf_counter()
+        model, res = _joint_phase(cfg, corpus.tokenizer.vocab_size, windows, folder, device, common, interrupt)
+        seconds = dict(joint=time.perf_counter() - t_start)
+        metrics = _evaluate_joint(cfg, recipe, model, windows)
+        seconds["evaluation"] = time.perf_counter() - t_start - seconds["joint"]
+        seconds["total"] = time.perf_counter() - t_start
+        threshold, history = metrics["reported"]["threshold"], dict(phase1=res["history"], phase2=[])
+        epochs = dict(phase1=[res["epochs_run"], res["best_epoch"]], phase2=[0, 0])
+        shallow = shallow_part(model, cfg.phase1_layers)
+        save_model(folder / "phase1.safetensors", shallow, config=cfg.to_dict(), phase=1, recipe="joint")
+        save_model(folder / "phase2.safetensors", model, config=cfg.to_dict(), phase=2, threshold=threshold,
+                   metrics=metrics, seconds=seconds, history=history, epochs=epochs)
+        (folder / "joint.progress.safetensors").unlink(missing_ok=True)
+        return TrainedRun(cfg, corpus, shallow, model.eval(), exit_threshold(cfg, threshold), metrics,
+                          history, seconds, folder)
