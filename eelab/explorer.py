@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_explorer.ipynb #693c2935
 from __future__ import annotations
-import html, math, numbers, time
+import html, itertools, math, numbers, time
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -19,11 +19,12 @@ from .data import Tokenizer
 from .cost import FlopModel, WorkMeter, flop_model, full_depth_work, reference_cost
 from .checkpoint import load_model
 from .generate import generate, GenerationResult, Step
+from .speculate import self_speculative
 
 # %% auto #0
-__all__ = ['MAX_NEW', 'MODES', 'SHALLOW', 'DEEP', 'SKIPPED', 'DISCARDED', 'asset_path', 'load_explorer_model',
-           'check_explorer_args', 'exit_colours', 'legend_html', 'Trace', 'TokenStep', 'add_step', 'record',
-           'trace_figure', 'Explorer', 'trace_svg']
+__all__ = ['MAX_NEW', 'MODES', 'DRAFT_LENS', 'SHALLOW', 'DEEP', 'SKIPPED', 'DISCARDED', 'ACCEPTED', 'VERIFIED', 'REJECTED',
+           'asset_path', 'load_explorer_model', 'check_explorer_args', 'exit_colours', 'legend_html',
+           'spec_legend_html', 'Trace', 'TokenStep', 'add_step', 'record', 'trace_figure', 'Explorer', 'trace_svg']
 
 # %% ../nbs/06_explorer.ipynb #83c4b910
 def asset_path(name: str) -> Path:
@@ -41,13 +42,14 @@ def load_explorer_model(device="cpu") -> tuple[EarlyExitLM, Tokenizer, float]:
 
 # %% ../nbs/06_explorer.ipynb #bb5df181
 MAX_NEW = 256        # the "new tokens" slider's range is 1..MAX_NEW
-MODES = {"full": "cached", "fake exit": "fake_exit", "true exit": "true_exit"}
+MODES = {"full": "cached", "fake exit": "fake_exit", "true exit": "true_exit", "self-spec": "self_speculative"}
+DRAFT_LENS = range(1, 9)     # the "draft length" slider's range (self-spec only)
 
 def _is_int(v) -> bool: return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 def _is_real(v) -> bool: return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 # %% ../nbs/06_explorer.ipynb #498df646
-def check_explorer_args(prompt, n_new, threshold, mode, temperature, seed):
+def check_explorer_args(prompt, n_new, threshold, mode, temperature, seed, draft_len=4):
     "Raise ConfigError naming the first argument the explorer cannot show."
     if not isinstance(prompt, str): raise ConfigError("prompt", prompt, "a string (it may be empty)")
     if not (_is_int(n_new) and 1 <= n_new <= MAX_NEW):
@@ -58,10 +60,14 @@ def check_explorer_args(prompt, n_new, threshold, mode, temperature, seed):
     if not (_is_real(temperature) and temperature >= 0):
         raise ConfigError("temperature", temperature, "a finite number >= 0 (0: greedy)")
     if not (_is_int(seed) and seed >= 0): raise ConfigError("seed", seed, "an integer >= 0")
+    if not (_is_int(draft_len) and draft_len in DRAFT_LENS):
+        raise ConfigError("draft_len", draft_len, "an integer from 1 to 8 (tokens drafted per verify pass)")
 
 # %% ../nbs/06_explorer.ipynb #a50c8d72
 SHALLOW, DEEP = "#2a9d8f", "#e76f51"
 SKIPPED, DISCARDED = "#dee2e6", "#f6c9bb"    # depth strip: a layer that did not run / ran but was thrown away
+ACCEPTED, VERIFIED = SHALLOW, DEEP           # self-spec: an accepted draft / the verifier's own token
+REJECTED = DISCARDED                         # self-spec: a draft the verifier replaced (struck out in the text)
 
 def _hex(rgb: str) -> str:
     "'rgb(233, 196, 106)' -> '#e9c46a'."
@@ -94,6 +100,18 @@ def legend_html(colours: dict, n_layers: int) -> str:
              _swatch(DISCARDED, "layer ran, output thrown away (fake exit)")]
     return f'<div style="font-size:12px">{"".join(exits + strip)}</div>'
 
+# %% ../nbs/06_explorer.ipynb #65396ec0
+_BLOCK = ('<span style="margin-right:14px;white-space:nowrap"><span style="display:inline-block;width:18px;'
+          'height:10px;border:2px solid black;vertical-align:middle"></span> one verify pass (layers above'
+          ' the draft exit, all its tokens at once)</span>')
+
+def spec_legend_html() -> str:
+    "Self-spec's legend: accepted draft, rejected draft, the verifier's token, a verify-pass block."
+    parts = [_swatch(ACCEPTED, "drafted by the shallow exit, accepted"),
+             _swatch(REJECTED, "drafted, rejected (struck out)"),
+             _swatch(VERIFIED, "the verifier's own token"), _BLOCK]
+    return f'<div style="font-size:12px">{"".join(parts)}</div>'
+
 # %% ../nbs/06_explorer.ipynb #62a0c722
 @dataclass
 class Trace:
@@ -113,6 +131,11 @@ class Trace:
     flops: FlopModel              # eelab.cost's FLOPs per component of this model
     seconds: float = 0.0          # the generation alone (time spent in callbacks excluded)
     done: bool = True             # False: a live generation, still running
+    from_draft: list[bool] | None = None      # self-spec: an accepted draft (False: the verifier's own token)
+    pass_index: list[int] | None = None       # self-spec: the verify pass that emitted each token
+    rejected: list[list[str]] | None = None   # self-spec: the drafts token t replaced (struck out before it)
+    passes: list[tuple] | None = None         # self-spec: (drafted, accepted) per verify pass
+    same_as_full: bool | None = None          # self-spec, greedy: text == the full model's (checked)
 
     @property
     def n(self) -> int: return len(self.tokens)
@@ -139,7 +162,8 @@ def add_step(steps: list[TokenStep], step: Step):
 def from_steps(cls: Trace, steps: list[TokenStep], tokenizer, run: dict, seconds: float = 0.0,
                done: bool = True) -> Trace:
     "The trace of the steps so far; `run` holds the fields that do not change from step to step."
-    return cls(**run, tokens=[tokenizer.id_to_token(s.token) for s in steps], exits=[s.exit for s in steps],
+    spec = _spec_steps(steps) if run["method"] == "self_speculative" else {}
+    return cls(**run, **spec, tokens=[tokenizer.id_to_token(s.token) for s in steps], exits=[s.exit for s in steps],
                confidences=[s.confidence for s in steps], upper_cached=[s.upper_cached for s in steps],
                work=[s.work for s in steps], seconds=seconds, done=done)
 
@@ -163,29 +187,36 @@ def counters(self: Trace, k: int | None = None) -> dict:
 def _run_fields(model, method, prompt, prompt_len, threshold) -> dict:
     return dict(method=method, prompt=prompt, prompt_len=prompt_len, n_layers=model.n_layers,
                 shallow_exit=model.config.shallow_exit,
-                exit_layers=tuple(model.exit_layers), threshold=None if method == "cached" else threshold,
+                exit_layers=tuple(model.exit_layers),
+                threshold=None if method in ("cached", "self_speculative") else threshold,
                 flops=flop_model(model))
 
 # %% ../nbs/06_explorer.ipynb #dfd64383
 def _generate_kwargs(method, threshold, temperature, seed, estimator, device) -> dict:
     kw = dict(temperature=temperature, generator=torch.Generator(device=device).manual_seed(seed))
     if method in ("fake_exit", "true_exit"): kw["threshold"] = threshold
-    if method != "cached" and estimator is not None: kw["estimator"] = estimator
+    if method in ("fake_exit", "true_exit") and estimator is not None: kw["estimator"] = estimator
     return kw
 
 # %% ../nbs/06_explorer.ipynb #500475a5
 def record(model, tokenizer, prompt: str, n_new: int, method: str = "true_exit", threshold: float = 0.5,
-           temperature: float = 0.8, seed: int = 0, on_step=None, estimator=None,
+           temperature: float = 0.8, seed: int = 0, on_step=None, estimator=None, draft_len: int = 4,
            threads: int | None = 1) -> tuple[Trace, GenerationResult]:
     "One generation, step by step: (trace, result). Same seed, same random stream, whatever the threshold."
     before = torch.get_num_threads()
     if threads: torch.set_num_threads(threads)
     try: return _record(model, tokenizer, prompt, n_new, method, threshold, temperature, seed, on_step,
-                        estimator)
+                        estimator, draft_len)
     finally: torch.set_num_threads(before)
 
+# %% ../nbs/06_explorer.ipynb #0b512d88
+def _generate(model, x, n_new, method, kw, draft_len, on_step) -> GenerationResult:
+    if method != "self_speculative": return generate(model, x, n_new, method=method, on_step=on_step, **kw)
+    return self_speculative(model, x, n_new, draft_len=draft_len, on_step=on_step, **kw)
+
 # %% ../nbs/06_explorer.ipynb #3bb34d1c
-def _record(model, tokenizer, prompt, n_new, method, threshold, temperature, seed, on_step, estimator):
+def _record(model, tokenizer, prompt, n_new, method, threshold, temperature, seed, on_step, estimator,
+            draft_len=4):
     ids = tokenizer.encode(prompt) or [tokenizer.pad_id]
     x = torch.tensor([ids], device=next(model.parameters()).device)
     run = _run_fields(model, method, prompt, len(ids), threshold)
@@ -197,12 +228,15 @@ def _record(model, tokenizer, prompt, n_new, method, threshold, temperature, see
         on_step(Trace.from_steps(steps, tokenizer, run, seconds=t - t0 - in_callback[0], done=False))
         in_callback[0] += time.perf_counter() - t
     kw = _generate_kwargs(method, threshold, temperature, seed, estimator, x.device)
-    res = generate(model, x, n_new, method=method, on_step=collect, **kw)
-    return Trace.from_steps(steps, tokenizer, run, seconds=max(res.seconds - in_callback[0], 0.0)), res
+    res = _generate(model, x, n_new, method, kw, draft_len, collect)
+    trace = Trace.from_steps(steps, tokenizer, run, seconds=max(res.seconds - in_callback[0], 0.0))
+    if method == "self_speculative": _add_passes(trace, res, tokenizer, model, temperature)
+    return trace, res
 
 # %% ../nbs/06_explorer.ipynb #8c2a38fd
 def _cell(trace: Trace, t: int, layer: int, exits: list) -> tuple[int, str]:
     "(code, words) of one depth-strip cell: token t, layer index `layer` (0-based)."
+    if trace.from_draft is not None: return _spec_cell(trace, t, layer, exits)
     ran = trace.work[t].layer_forwards          # batch 1: a token's layer forwards = the layers it ran
     if layer >= ran: return 0, "skipped"
     if layer < trace.exits[t]: code, what = exits.index(trace.exits[t]) + 1, "ran"
@@ -236,11 +270,13 @@ _FIG_HEIGHT = 280       # px: the figure's share of one laptop screen
 _NO_BARS = "full mode: every token runs every layer; there is no exit decision, so no confidence to draw"
 
 def _bar_data(trace: Trace, k: int, colours: dict) -> dict:
+    if trace.from_draft is not None: return _spec_bar_data(trace, k)
     confs = trace.confidences[:k]
     shown = ["n/a (no exit decision)" if math.isnan(c) else f"{c:.3f}" for c in confs]
     return dict(x=list(range(k)), y=[0.0 if math.isnan(c) else c for c in confs],
                 marker=dict(color=[colours[x] for x in trace.exits[:k]]),
-                customdata=[[trace.tokens[t], s, trace.exits[t]] for t, s in enumerate(shown)])
+                customdata=[[trace.tokens[t], f"confidence {s}", f"exit after layer {trace.exits[t]}"]
+                            for t, s in enumerate(shown)])
 
 # %% ../nbs/06_explorer.ipynb #9bc31e1f
 def _layout_updates(trace: Trace, k: int, n_axis: int | None = None) -> dict:
@@ -248,11 +284,18 @@ def _layout_updates(trace: Trace, k: int, n_axis: int | None = None) -> dict:
     n = max(n_axis or trace.n, 1)
     ticks = [t.replace("\n", "↵") for t in trace.tokens[:k]]
     return dict(xaxis=dict(range=[-0.5, n - 0.5]),
+                yaxis=dict(title="confidence" if trace.from_draft is None else "chosen by"),
                 xaxis2=dict(range=[-0.5, n - 0.5], tickvals=list(range(k)), ticktext=ticks))
 
+# %% ../nbs/06_explorer.ipynb #626ff843
+def _shapes(trace: Trace, k: int) -> list[dict]:
+    t = 0.0 if trace.threshold is None else trace.threshold
+    line = dict(type="line", name="threshold", xref="x domain", yref="y", x0=0, x1=1, y0=t, y1=t,
+                line=dict(color="black", dash="dash", width=1.5), visible=trace.threshold is not None)
+    return [line, *(_pass_blocks(trace, k) if trace.from_draft is not None else [])]
+
 # %% ../nbs/06_explorer.ipynb #a0d44a88
-_BAR_HOVER = ("%{customdata[0]}<br>confidence %{customdata[1]}<br>exit after layer %{customdata[2]}"
-              "<extra></extra>")
+_BAR_HOVER = "%{customdata[0]}<br>%{customdata[1]}<br>%{customdata[2]}<extra></extra>"
 
 def trace_figure(trace: Trace, k: int | None = None, widget: bool = False, bar_name: str = "confidence"):
     "Confidence bars and threshold over the depth strip, for the first k tokens; a FigureWidget if `widget`."
@@ -264,29 +307,121 @@ def trace_figure(trace: Trace, k: int | None = None, widget: bool = False, bar_n
     fig.add_heatmap(name="depth", z=z, x=list(range(k)), y=list(range(1, trace.n_layers + 1)), text=text,
                     hovertemplate="%{text}<extra></extra>", colorscale=_strip_colorscale(colours),
                     zmin=-0.5, zmax=len(colours) + 1.5, showscale=False, xgap=1, ygap=1, row=2, col=1)
-    t = 0.0 if trace.threshold is None else trace.threshold
-    fig.add_shape(type="line", name="threshold", xref="x domain", yref="y", x0=0, x1=1, y0=t, y1=t,
-                  line=dict(color="black", dash="dash", width=1.5), visible=trace.threshold is not None)
     fig.add_annotation(name="no bars", text=_NO_BARS, xref="x domain", yref="y domain", x=0.5, y=0.5,
-                       showarrow=False, font=dict(size=13, color="#555"), visible=trace.threshold is None)
+                       showarrow=False, font=dict(size=13, color="#555"), visible=trace.method == "cached")
     fig.update_layout(height=_FIG_HEIGHT, margin=dict(t=10, b=50, l=60, r=10), showlegend=False, bargap=0.15,
                       yaxis=dict(range=[0, 1.02], title="confidence"), yaxis2=dict(title="layer", dtick=1),
                       xaxis2=dict(tickangle=-60, tickfont=dict(size=9)))
-    fig.update_layout(_layout_updates(trace, k))
+    fig.update_layout(_layout_updates(trace, k), shapes=_shapes(trace, k))
     return go.FigureWidget(fig) if widget else fig.update_layout(width=980)
+
+# %% ../nbs/06_explorer.ipynb #294269b8
+def _spec_steps(steps: list[TokenStep]) -> dict:
+    "Self-spec: whether each step is an accepted draft, and its verify pass (read off the steps' work)."
+    from_draft = [s.work.layer_forwards == 0 for s in steps]
+    passes_before = [0, *itertools.accumulate(not d for d in from_draft)]
+    return dict(from_draft=from_draft, pass_index=passes_before[:-1])
+
+# %% ../nbs/06_explorer.ipynb #718f86ec
+def _same_as_full(model, res: GenerationResult) -> bool:
+    "Greedy self-spec against the full model (`cached`) on the same prompt, token for token."
+    full = generate(model, res.tokens[:, :res.prompt_len], res.n_new, method="cached")
+    return torch.equal(full.tokens, res.tokens)
+
+def _add_passes(trace: Trace, res, tokenizer, model, temperature: float):
+    "(drafted, accepted) per pass; the drafts each verifier token replaced; greedy: the full-model check."
+    trace.passes = [(len(v.drafted), v.accepted) for v in res.passes]
+    trace.rejected = [[] for _ in trace.tokens]
+    for v, end in zip(res.passes, itertools.accumulate(v.accepted + 1 for v in res.passes)):
+        trace.rejected[end - 1] = [tokenizer.id_to_token(d) for d in v.drafted[v.accepted:]]
+    if temperature == 0: trace.same_as_full = _same_as_full(model, res)
+
+# %% ../nbs/06_explorer.ipynb #1887e043
+@patch
+def spec_counters(self: Trace, k: int | None = None) -> dict:
+    "Self-spec's totals over the verify passes finished within the first k tokens."
+    k = self.n if k is None else k
+    ends = [t + 1 for t in range(k) if not self.from_draft[t]]
+    passes = (self.passes or [])[:len(ends)]
+    drafted, accepted = sum(d for d, _ in passes), sum(a for _, a in passes)
+    nan = float("nan")
+    return dict(passes=len(ends), drafted=drafted, accepted=accepted,
+                acceptance_rate=accepted / drafted if drafted else nan,
+                tokens_per_pass=ends[-1] / len(ends) if ends else nan)
+
+# %% ../nbs/06_explorer.ipynb #8f276aa6
+def _spec_cell(trace: Trace, t: int, layer: int, exits: list) -> tuple[int, str]:
+    "Self-spec's strip cell: the draft ran layers 1..e for this token alone, its verify pass the rest."
+    e, L = trace.shallow_exit, trace.n_layers
+    if layer < e: return exits.index(e) + 1, f"draft (layers 1-{e}, this token alone)"
+    return exits.index(L) + 1, f"verify pass {trace.pass_index[t]} (layers {e + 1}-{L}, its tokens at once)"
+
+# %% ../nbs/06_explorer.ipynb #50957404
+def _pass_blocks(trace: Trace, k: int) -> list[dict]:
+    "One outlined rectangle per verify pass among the first k tokens: its tokens x the upper layers."
+    spans = {}
+    for t in range(k): spans.setdefault(trace.pass_index[t], [t, t])[1] = t
+    box = dict(type="rect", xref="x2", yref="y2", y0=trace.shallow_exit + 0.5, y1=trace.n_layers + 0.5,
+               line=dict(color="black", width=2))
+    return [dict(box, name=f"verify pass {p}", x0=a - 0.5, x1=b + 0.5) for p, (a, b) in spans.items()]
+
+# %% ../nbs/06_explorer.ipynb #5cce708e
+def _spec_bar_data(trace: Trace, k: int) -> dict:
+    "One full bar per token, coloured by who chose it (no threshold: the verifier decides)."
+    kept = trace.from_draft[:k]
+    said = ["drafted and accepted" if d else "the verifier's own token" for d in kept]
+    return dict(x=list(range(k)), y=[1.0] * k, marker=dict(color=[ACCEPTED if d else VERIFIED for d in kept]),
+                customdata=[[trace.tokens[t], s, f"verify pass {trace.pass_index[t]}"]
+                            for t, s in enumerate(said)])
+
+# %% ../nbs/06_explorer.ipynb #191ee862
+def _struck_span(tok: str) -> str:
+    shown = html.escape(tok).replace("\n", "↵").replace(" ", "&nbsp;")
+    return (f'<span title="drafted, rejected by the verifier" style="background:{REJECTED};color:#6b4c43;'
+            f'text-decoration:line-through;border-radius:3px;padding:0 1px;margin:0 1px">{shown}</span>')
+
+# %% ../nbs/06_explorer.ipynb #0aadeb3c
+def _spec_spans(trace: Trace, k: int) -> list[str]:
+    "Kept drafts teal; each verifier token orange, after the drafts it replaced (struck out)."
+    spans = []
+    for t in range(k):
+        tip = f"token {t}, verify pass {trace.pass_index[t]}: "
+        if trace.from_draft[t]:
+            spans.append(_token_span(trace.tokens[t], ACCEPTED, tip + "drafted and accepted"))
+            continue
+        struck = trace.rejected[t] if trace.rejected else []
+        spans += [_struck_span(d) for d in struck]
+        why = f"replacing {len(struck)} rejected draft(s)" if struck else "a correction or a bonus token"
+        spans.append(_token_span(trace.tokens[t], VERIFIED, tip + f"the verifier's own, {why}"))
+    return spans
+
+# %% ../nbs/06_explorer.ipynb #6ee78907
+def _text_note(trace: Trace) -> str:
+    if not trace.done: return "checked when the run ends"
+    if trace.same_as_full is None: return "sampled from the full model's distribution"
+    return "= the full model's greedy text (checked)" if trace.same_as_full else "DIFFERS from the full model"
+
+def _spec_rows(trace: Trace, k: int, c: dict) -> list[tuple[str, str]]:
+    s = trace.spec_counters(k)
+    tpp = "–" if math.isnan(s["tokens_per_pass"]) else f"{s['tokens_per_pass']:.2f}"
+    return [("verify passes", f"{s['passes']} ({tpp} tokens per pass)"),
+            ("acceptance rate", f"{_pct(s['acceptance_rate'])} ({s['accepted']} of {s['drafted']} drafts kept)"),
+            ("layer forwards", f"{c['layer_forwards']} of {c['full_layer_forwards']} at full depth"),
+            ("cost: counted FLOPs", f"{_pct(c['counted_cost'])} of full depth (the gain is time)"),
+            ("text", _text_note(trace))]
 
 # %% ../nbs/06_explorer.ipynb #75fab701
 class Explorer:
     "Interactive view of one generation: controls, coloured text, counters, legend, bars, depth strip."
     def __init__(self, model: EarlyExitLM, tokenizer, prompt: str = "ROMEO:", n_new: int = 64,
                  threshold: float = 0.5, mode: str = "true exit", temperature: float = 0.8, seed: int = 0,
-                 estimator=None):
-        check_explorer_args(prompt, n_new, threshold, mode, temperature, seed)
+                 estimator=None, draft_len: int = 4):
+        check_explorer_args(prompt, n_new, threshold, mode, temperature, seed, draft_len)
         self.model, self.tokenizer, self.temperature, self.seed = model, tokenizer, temperature, seed
         self.estimator = estimator              # true exit's confidence estimator (None: softmax max)
         self.colours = exit_colours(model.exit_layers)
         self.redraw_seconds = float("nan")      # the last regenerate + redraw, set by _regenerate
-        self._controls(prompt, n_new, threshold, mode)
+        self._controls(prompt, n_new, threshold, mode, draft_len)
         self._wire()
         self.trace, self.result = record(*self._args())
         self.fig = trace_figure(self.trace, widget=True)
@@ -303,11 +438,11 @@ class Explorer:
     def _args(self, on_step=None) -> tuple:
         "The arguments of `record` for the current controls."
         return (self.model, self.tokenizer, self.prompt_box.value, self.n_new_slider.value, self.method,
-                self.threshold, self.temperature, self.seed, on_step, self.estimator)
+                self.threshold, self.temperature, self.seed, on_step, self.estimator, self.draft_slider.value)
 
 # %% ../nbs/06_explorer.ipynb #ce09be44
 @patch
-def _controls(self: Explorer, prompt, n_new, threshold, mode):
+def _controls(self: Explorer, prompt, n_new, threshold, mode, draft_len):
     W, narrow = widgets, dict(description_width="70px")
     self.prompt_box = W.Text(value=prompt, description="prompt", continuous_update=False, style=narrow,
                              layout=W.Layout(width="300px"))
@@ -319,6 +454,9 @@ def _controls(self: Explorer, prompt, n_new, threshold, mode):
                                         style=dict(description_width="70px", button_width="80px"))
     self.threshold_slider = W.FloatSlider(value=threshold, min=0, max=1, step=0.01, description="threshold",
                                           continuous_update=False, readout_format=".3f", style=narrow)
+    self.draft_slider = W.IntSlider(value=draft_len, min=DRAFT_LENS[0], max=DRAFT_LENS[-1],
+                                    description="draft length", continuous_update=False,
+                                    style=dict(description_width="80px"))
     self.play = W.Play(value=0, min=0, max=n_new, step=1, description="play", layout=W.Layout(width="160px"))
     self.back_button = W.Button(description="◀ step", layout=W.Layout(width="70px"))
     self.step_button = W.Button(description="step ▶", layout=W.Layout(width="70px"))
@@ -331,7 +469,7 @@ def _controls(self: Explorer, prompt, n_new, threshold, mode):
 @patch
 def _wire(self: Explorer):
     regenerate = lambda change: self._regenerate()
-    for w in (self.threshold_slider, self.mode_buttons, self.prompt_box, self.n_new_slider):
+    for w in (self.threshold_slider, self.mode_buttons, self.prompt_box, self.n_new_slider, self.draft_slider):
         w.observe(regenerate, "value")
     widgets.link((self.play, "value"), (self.step_slider, "value"))
     self.step_slider.observe(lambda change: self.show(change["new"]), "value")
@@ -348,11 +486,12 @@ def _layout(self: Explorer):
     def row(*children): return W.HBox(list(children), layout=W.Layout(flex_flow="row wrap"))
     replay = (self.play, self.back_button, self.step_button, self.step_slider, self.speed_slider)
     self.controls = W.VBox([row(self.prompt_box, self.n_new_slider, self.live_button),
-                            row(self.mode_buttons, self.threshold_slider), row(*replay)])
+                            row(self.mode_buttons, self.threshold_slider, self.draft_slider), row(*replay)])
     self.text = W.HTML(layout=W.Layout(flex="1 1 0", max_height="160px", overflow="auto",
                                        margin="0 12px 0 0"))
     self.counters_html = W.HTML(layout=W.Layout(flex="0 0 430px"))
-    self.legend = W.HTML(legend_html(self.colours, self.model.n_layers))
+    self._exit_legend = legend_html(self.colours, self.model.n_layers)
+    self.legend = W.HTML(self._exit_legend)
     self.widget = W.VBox([self.controls, W.HBox([self.text, self.counters_html]), self.legend, self.fig])
     parts = dict(controls=self.controls, text=self.text, counters=self.counters_html, legend=self.legend,
                  figure=self.fig, explorer=self.widget)
@@ -363,7 +502,8 @@ def _layout(self: Explorer):
 def _check(self: Explorer, **changed):
     "ConfigError if the controls, with `changed` applied, are not something the explorer can show."
     now = dict(prompt=self.prompt_box.value, n_new=self.n_new_slider.value, threshold=self.threshold,
-               mode=self.mode_buttons.value, temperature=self.temperature, seed=self.seed)
+               mode=self.mode_buttons.value, temperature=self.temperature, seed=self.seed,
+               draft_len=self.draft_slider.value)
     check_explorer_args(**{**now, **changed})
 
 # %% ../nbs/06_explorer.ipynb #4f811f0c
@@ -383,6 +523,10 @@ def set_prompt(self: Explorer, prompt: str):
 def set_n_new(self: Explorer, n: int):
     self._check(n_new=n)
     self.n_new_slider.value = n
+@patch
+def set_draft_len(self: Explorer, n: int):
+    self._check(draft_len=n)
+    self.draft_slider.value = n
 
 # %% ../nbs/06_explorer.ipynb #11b7c64e
 @patch
@@ -398,8 +542,16 @@ def _goto_end(self: Explorer):
     "Show the whole recorded trace: the step slider (and the linked Play) at its last step."
     n = self.trace.n
     for w in (self.play, self.step_slider): w.max = n
+    self._mode_controls()
     if self.step_slider.value != n: self.step_slider.value = n           # the observer draws
     else: self.show(n)
+
+# %% ../nbs/06_explorer.ipynb #6db84138
+@patch
+def _mode_controls(self: Explorer):
+    spec = self.method == "self_speculative"
+    self.draft_slider.layout.display = None if spec else "none"
+    self.threshold_slider.layout.display = "none" if spec else None
 
 # %% ../nbs/06_explorer.ipynb #d2d69c3f
 @patch
@@ -418,20 +570,22 @@ def show(self: Explorer, k: int, trace: Trace | None = None):
     trace = trace or self.trace
     k = max(0, min(k, trace.n))
     z, text = _strip(trace, k, self.colours)
-    t = 0.0 if trace.threshold is None else trace.threshold
     with self.fig.batch_update():
         self.fig.data[0].update(_bar_data(trace, k, self.colours))
         self.fig.data[1].update(z=z, text=text, x=list(range(k)))
-        self.fig.layout.shapes[0].update(y0=t, y1=t, visible=trace.threshold is not None)
-        self.fig.layout.annotations[0].visible = trace.threshold is None
+        self.fig.layout.shapes = _shapes(trace, k)
+        self.fig.layout.annotations[0].visible = trace.method == "cached"
         self.fig.update_layout(_layout_updates(trace, k, trace.n if trace.done else self.n_new_slider.value))
     self.text.value = self.text_html(trace, k)
     self.counters_html.value = self.counters_table(trace, k)
+    self.legend.value = spec_legend_html() if trace.from_draft is not None else self._exit_legend
 
 # %% ../nbs/06_explorer.ipynb #58670eae
-def _token_span(tok: str, exit_layer: int, conf: float, t: int, colour: str) -> str:
+def _exit_tip(t: int, exit_layer: int, conf: float) -> str:
     tip = f"token {t}: exit after layer {exit_layer}"
-    if not math.isnan(conf): tip += f", confidence {conf:.3f}"
+    return tip if math.isnan(conf) else tip + f", confidence {conf:.3f}"
+
+def _token_span(tok: str, colour: str, tip: str) -> str:
     shown = html.escape(tok).replace("\n", "↵<br>").replace(" ", "&nbsp;")
     return (f'<span title="{tip}" style="background:{colour};color:white;border-radius:3px;'
             f'padding:0 1px;margin:0 1px">{shown}</span>')
@@ -441,7 +595,9 @@ def _token_span(tok: str, exit_layer: int, conf: float, t: int, colour: str) -> 
 def text_html(self: Explorer, trace: Trace, k: int) -> str:
     "The prompt, then the first k generated tokens as spans coloured by exit (confidence in the tooltip)."
     exits, confs = trace.exits, trace.confidences
-    spans = [_token_span(trace.tokens[t], exits[t], confs[t], t, self.colours[exits[t]]) for t in range(k)]
+    spans = [_token_span(trace.tokens[t], self.colours[exits[t]], _exit_tip(t, exits[t], confs[t]))
+             for t in range(k)]
+    if trace.from_draft is not None: spans = _spec_spans(trace, k)
     prompt = html.escape(trace.prompt).replace("\n", "<br>")
     return (f'<div style="font-family:monospace;font-size:12px;line-height:1.8;overflow-wrap:anywhere">'
             f'<span style="color:#555">{prompt}</span>{"<wbr>".join(spans)}</div>')
@@ -460,8 +616,8 @@ def _cost_rows(c: dict) -> list[tuple[str, str]]:
 @patch
 def counters_table(self: Explorer, trace: Trace, k: int, timings: bool = True) -> str:
     c = trace.counters(k)
-    rows = [("step", f"{k} / {trace.n}"),
-            ("shallow exits", f"{c['shallow']} of {k} ({_pct(c['shallow_ratio'])})"), *_cost_rows(c)]
+    shallow = [("shallow exits", f"{c['shallow']} of {k} ({_pct(c['shallow_ratio'])})"), *_cost_rows(c)]
+    rows = [("step", f"{k} / {trace.n}"), *(shallow if trace.from_draft is None else _spec_rows(trace, k, c))]
     if timings:
         live = "" if trace.done else ", live, so far"
         ms = trace.seconds * 1000

@@ -183,3 +183,59 @@ def test_static_view_needs_no_javascript():
     svg = trace_svg(ex.trace)
     assert svg.startswith("<svg") and "<script" not in svg
     assert svg.count("<rect") == 1 + 10 + 10 * 4 and "stroke-dasharray" in svg     # bars, strip, threshold
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_self_spec_mode_draws_the_results_accept_pattern(temperature):
+    # breaks if the colours, struck-out drafts, verify blocks or counters are re-derived instead of being the
+    # result's own accept pattern (eelab.speculate), or if the greedy text is not the full model's
+    from eelab.explorer import ACCEPTED, VERIFIED
+    model = tiny()
+    ex = Explorer(model, TOK, prompt="romeo:", n_new=30, mode="self-spec", temperature=temperature, draft_len=3)
+    res = ex.result
+    assert res.method == "self_speculative" and res.draft_len == 3 and 0 < res.accepted < res.drafted
+    pattern = res.from_draft[0].tolist()
+    assert list(ex.fig.data[0].marker.color) == [ACCEPTED if d else VERIFIED for d in pattern]
+    spans = ex.text.value.split("<wbr>")
+    struck = [s for s in spans if "line-through" in s]
+    assert len(struck) == res.drafted - res.accepted and len(spans) == 30 + len(struck)
+    blocks = [s for s in ex.fig.layout.shapes if s.name.startswith("verify pass")]
+    assert [round(b.x1 - b.x0) for b in blocks] == [v.accepted + 1 for v in res.passes]
+    assert {(b.y0, b.y1) for b in blocks} == {(2.5, 4.5)}               # the upper layers 3-4
+    c = ex.trace.spec_counters()
+    assert (c["passes"], c["drafted"], c["accepted"]) == (len(res.passes), res.drafted, res.accepted)
+    assert c["acceptance_rate"] == pytest.approx(res.acceptance_rate)
+    assert c["tokens_per_pass"] == pytest.approx(res.tokens_per_pass)
+    assert ex.trace.counters()["counted_cost"] == pytest.approx(res.counted_cost)
+    html = ex.counters_html.value
+    assert f"{res.acceptance_rate:.1%} ({res.accepted} of {res.drafted} drafts kept)" in html
+    assert f"{res.tokens_per_pass:.2f} tokens per pass" in html
+    full = generate(model, res.tokens[:, :res.prompt_len], 30, method="cached")
+    if temperature == 0:
+        assert torch.equal(res.tokens, full.tokens) and ex.trace.same_as_full
+        assert "= the full model's greedy text (checked)" in html
+    else:
+        assert ex.trace.same_as_full is None and "sampled from the full model's distribution" in html
+
+
+def test_self_spec_controls_and_replay():
+    # breaks if the draft-length slider shows outside self-spec (or the threshold slider inside it), if a bad
+    # draft length reaches the slider, or if replay counts passes that have not finished yet
+    ex = Explorer(tiny(), TOK, n_new=20, threshold=0.05, mode="self-spec", temperature=0.0)
+    assert (ex.draft_slider.layout.display, ex.threshold_slider.layout.display) == (None, "none")
+    for bad in (0, 9, 2.0):
+        with pytest.raises(ConfigError, match="draft_len="):
+            ex.set_draft_len(bad)
+    ex.set_draft_len(1)
+    assert ex.result.draft_len == 1 and all(len(v.drafted) <= 1 for v in ex.result.passes)
+    first_end = ex.result.passes[0].accepted + 1
+    ex.play_to(first_end - 1)
+    assert ex.trace.spec_counters(ex.k)["passes"] == 0               # pass 0 ends with its verifier's token
+    ex.play_to(first_end)
+    assert ex.trace.spec_counters(ex.k)["passes"] == 1
+    assert [s.name for s in ex.fig.layout.shapes[1:]] == ["verify pass 0"]     # drawn as far as shown
+    live = ex.run_live()
+    assert torch.equal(live.tokens, ex.result.tokens) and ex.trace.same_as_full
+    ex.set_mode("true exit")
+    assert (ex.draft_slider.layout.display, ex.threshold_slider.layout.display) == ("none", None)
+    assert not any(s.name.startswith("verify pass") for s in ex.fig.layout.shapes)
