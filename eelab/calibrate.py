@@ -13,7 +13,7 @@ from .config import ConfigError
 from .cost import flop_model, full_depth_work
 from .estimators import as_estimator, exit_pass
 from .generate import FILLS
-from .exits import exit_path, exit_path_work
+from .exits import exit_path, exit_path_rows
 
 # %% auto #0
 __all__ = ['CONSISTENCIES', 'NEVER', 'token_losses', 'LossTable', 'check_grid', 'loss_table', 'hb_p_value', 'learn_then_test',
@@ -56,10 +56,10 @@ def check_grid(grid) -> np.ndarray:
     return np.array(sorted(set(g.tolist()) | {NEVER}, reverse=True))
 
 # %% ../nbs/13_calibrate.ipynb #99bef5a6
-def _window_flops(model, exited: torch.Tensor, fill: str, e: int, estimator) -> list[int]:
-    "Counted FLOPs of each row of `exited` (B, T) generated from its first token."
-    fm, L, dflops = flop_model(model), model.n_layers, int(estimator.flops(model))
-    return [fm.of(exit_path_work(row[None], fill, e, L, estimator, dflops)) for row in exited]
+def _window_flops(model, exited: torch.Tensor, fill: str, e: int, estimator) -> np.ndarray:
+    "Counted FLOPs (B,) of each row of `exited` (B, T) generated from its first token."
+    rows = exit_path_rows(exited, fill, e, model.n_layers, estimator, int(estimator.flops(model)))
+    return flop_model(model).of(rows).cpu().numpy()
 
 # %% ../nbs/13_calibrate.ipynb #e194ae42
 def _batch_rows(model, w, estimator, fill, grid, consistency, exit_layer):
@@ -72,7 +72,7 @@ def _batch_rows(model, w, estimator, fill, grid, consistency, exit_layer):
         r = exit_path(model, x, fill, estimator, float(th), passed=p, conf=conf)
         loss = token_losses(r["logits"], r["full"], y, consistency).mean(1)
         flops = _window_flops(model, r["exited"], fill, p["exit_layer"], estimator)
-        cols.append((loss.double().cpu().numpy(), r["exited"].sum(1).cpu().numpy(), np.array(flops)))
+        cols.append((loss.double().cpu().numpy(), r["exited"].sum(1).cpu().numpy(), flops))
     return [np.stack(c, 1) for c in zip(*cols)]
 
 # %% ../nbs/13_calibrate.ipynb #6f0c9344

@@ -13,7 +13,7 @@ from .estimators import as_estimator, exit_pass
 from .generate import FILLS, true_exit, cached
 
 # %% auto #0
-__all__ = ['exit_path_work', 'exit_path', 'teacher_forced_quality', 'pareto_figure', 'generation_quality',
+__all__ = ['exit_path_rows', 'exit_path_work', 'exit_path', 'teacher_forced_quality', 'pareto_figure', 'generation_quality',
            'exit_precision_recall']
 
 # %% ../nbs/09_exits.ipynb #a6829464
@@ -40,22 +40,27 @@ def _deep_logits(model: EarlyExitLM, passed: dict, fill: str, exited: torch.Tens
     return model.exit_logits(h, L)
 
 # %% ../nbs/09_exits.ipynb #4a386675
-def exit_path_work(exited: torch.Tensor, fill: str, e: int, L: int, estimator, decision_flops: int):
-    "What true_exit counts for these decisions (B, T), each row generated from its first token."
-    (B, T), deep = exited.shape, ~exited
-    n, S = B * T, int(exited.sum())
+def exit_path_rows(exited: torch.Tensor, fill: str, e: int, L: int, estimator, decision_flops: int):
+    "What true_exit counts for decisions (B, T), per row: a WorkMeter of (B,) tensors, each row alone."
+    T, deep, S = exited.shape[1], ~exited, exited.sum(1)                   # S (B,): tokens that exited
     idx = torch.arange(T, device=exited.device)
-    keys = (idx + 1).expand(B, T)                                          # keys a token at position t sees
+    keys = (idx + 1).expand_as(exited)                                     # keys a token at position t sees
     last_deep = torch.where(deep, idx, -1).amax(1, keepdim=True)       # (B, 1): recompute goes up to here
     upper_rows = dict(skip=deep, propagate=deep, oracle=torch.ones_like(deep),
                       recompute=idx[None] <= last_deep)[fill]             # (B, T): through the upper layers
     upper_keys = deep.long().cumsum(1) if fill == "skip" else keys
-    work = WorkMeter(layer_forwards=n * e + (L - e) * int(upper_rows.sum()),
-                     attention_pairs=e * int(keys.sum()) + (L - e) * int((upper_keys * upper_rows).sum()),
-                     head_evals=(2 * n - S) if estimator.needs_logits else n,
-                     kv_fills=S * (L - e) if fill == "propagate" else 0)
-    work.add_decisions(n, decision_flops)
-    return work
+    return WorkMeter(layer_forwards=T * e + (L - e) * upper_rows.sum(1),
+                     attention_pairs=e * keys.sum(1) + (L - e) * (upper_keys * upper_rows).sum(1),
+                     head_evals=(2 * T - S) if estimator.needs_logits else torch.full_like(S, T),
+                     kv_fills=S * (L - e) if fill == "propagate" else torch.zeros_like(S),
+                     confidence_evals=torch.full_like(S, T),
+                     estimator_flops=torch.full_like(S, T * decision_flops))
+
+# %% ../nbs/09_exits.ipynb #125fff4a
+def exit_path_work(exited: torch.Tensor, fill: str, e: int, L: int, estimator, decision_flops: int):
+    "What true_exit counts for these decisions (B, T), each row generated from its first token."
+    rows = exit_path_rows(exited, fill, e, L, estimator, decision_flops)
+    return WorkMeter(**{k: int(v.sum()) for k, v in vars(rows).items()})
 
 # %% ../nbs/09_exits.ipynb #7c81f9ce
 @torch.no_grad()
