@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 import torch, torch.nn as nn, torch.nn.functional as F
+from fastcore.basics import patch
 from .config import ConfigError
 from .model import EarlyExitLM
 
@@ -38,12 +39,6 @@ class Estimator:
     needs_training: bool = False    # must it be trained (make_estimator passes model and windows=)?
     threshold_range = (0.1, 0.99)   # where its thresholds do something (lowest, highest)
 
-    @classmethod
-    def thresholds(cls, n: int = 12) -> tuple:
-        "This estimator's own threshold grid: n values across threshold_range, highest first."
-        lo, hi = cls.threshold_range
-        return tuple(round(hi - (hi - lo) * i / (n - 1), 6) for i in range(n))
-
     def scores(self, hidden, prev_hidden, logits=None) -> torch.Tensor:
         "Confidences (...) from the hidden states (..., C) around the exit layer and shallow logits (..., V)."
         raise NotImplementedError
@@ -54,6 +49,13 @@ class Estimator:
 
     def flops(self, model: EarlyExitLM) -> int: raise NotImplementedError
     def __repr__(self): return f"{type(self).__name__}()"
+
+# %% ../nbs/03a_estimators.ipynb #8163a62b
+@patch(cls_method=True)
+def thresholds(cls: Estimator, n: int = 12) -> tuple:
+    "This estimator's own threshold grid: n values across threshold_range, highest first."
+    lo, hi = cls.threshold_range
+    return tuple(round(hi - (hi - lo) * i / (n - 1), 6) for i in range(n))
 
 # %% ../nbs/03a_estimators.ipynb #14b0f147
 class SoftmaxMax(Estimator):
@@ -126,6 +128,7 @@ def _exit_features(model, windows, exit_layer, batch_size=64):
         labels.append((p["shallow"].argmax(-1) == p["deep"].argmax(-1)).reshape(-1).float())
     return torch.cat(feats).float(), torch.cat(labels)
 
+# %% ../nbs/03a_estimators.ipynb #22e63f29
 def _fit(est: LearnedEstimator, X, y, epochs: int, lr: float, batch_size: int, seed: int) -> LearnedEstimator:
     "Adam on binary cross-entropy, minibatches in a seeded order; the mean loss of each epoch in est.history."
     g = torch.Generator().manual_seed(seed)
@@ -196,6 +199,7 @@ def make_estimator(name: str, model: EarlyExitLM | None = None, **kw) -> Estimat
         raise ConfigError("estimator", name, f"{name} needs a model and windows= (a training split)")
     return ESTIMATORS[name].fit(model, **kw)
 
+# %% ../nbs/03a_estimators.ipynb #3c505e06
 def as_estimator(estimator, model: EarlyExitLM | None = None) -> Estimator:
     "An estimator from a name, an estimator, or None (softmax_max, the reference's)."
     if estimator is None: return SoftmaxMax()
