@@ -434,6 +434,44 @@ def check_explorer_fits_one_screen(page) -> dict:
     return boxes
 
 
+# Verify-pass blocks of the explorer's self-spec mode: per plot inside the explorer, the layout's shapes named "verify pass ..."
+# and how many of them plotly drew (shape paths carry their index in the layout as data-index).
+BLOCKS_JS = """
+() => {
+  const out = [];
+  for (const gd of document.querySelectorAll('.eelab-explorer .js-plotly-plot')) {
+    const names = ((gd._fullLayout && gd._fullLayout.shapes) || []).map(s => s.name || '');
+    const drawn = Array.from(gd.querySelectorAll('.shapelayer path[data-index]'))
+      .filter(p => (names[+p.getAttribute('data-index')] || '').startsWith('verify pass'));
+    out.push({blocks: names.filter(n => n.startsWith('verify pass')).length, drawn: drawn.length});
+  }
+  return out;
+}
+"""
+
+
+def check_self_spec_mode(page) -> None:
+    """Select self-spec: draft-length slider in, threshold slider out, bars coloured by the accept pattern
+    the notebook printed, one drawn block per verify pass, still one screen."""
+    m = re.search(r"SELF_SPEC_PATTERN=([av]+)", outputs_text(page))
+    assert m, "the explorer notebook must print 'SELF_SPEC_PATTERN=<a|v per token>'"
+    pattern = m.group(1)
+    page.locator(".widget-toggle-button", has_text=re.compile(r"^\s*self-spec\s*$")).first.click()
+    want = [SHALLOW if c == "a" else DEEP for c in pattern]
+    wait_colours(page, lambda c: c == want, "self-spec bars coloured by the accept pattern")
+    passes = pattern.count("v")
+    def blocks():
+        found = [b for b in page.evaluate(BLOCKS_JS) if b["blocks"]]
+        return found if found and found[0]["drawn"] == passes else None
+    found = wait_for(blocks, UPDATE_S, f"{passes} verify-pass blocks drawn",
+                     diag=lambda: page.evaluate(BLOCKS_JS))
+    assert len(found) == 1 and found[0]["blocks"] == passes, found      # one explorer plot, one block a pass
+    slider(page, "draft length")                               # visible now
+    assert not page.locator(".widget-slider").filter(has=page.locator(".widget-label", has_text="threshold")
+                                                    ).first.is_visible(), "threshold slider shown in self-spec"
+    check_explorer_fits_one_screen(page)
+
+
 # --------------------------------------------------------------------------- the test
 
 
@@ -498,6 +536,9 @@ def test_notebook_widgets_in_browser(nb_path, lab, browser_context):
         set_slider_by_readout(page, sl, start)
         wait_colours(page, lambda c: c == initial, f"initial colours back at threshold {start}")
         assert len(bar_colours(page)) == n
+
+        if nb_path == "nbs/06_explorer.ipynb":        # issue 10: the self-spec mode, in the browser
+            check_self_spec_mode(page)
     finally:
         ARTIFACTS.mkdir(exist_ok=True)
         with contextlib.suppress(Exception):      # the screenshot shows the explorer's whole screen
