@@ -86,3 +86,21 @@ def test_calibrate_result_and_errors():
     with pytest.raises(ConfigError, match="windows"): calibrate(model, w[:0])
     with pytest.raises(ConfigError, match="n_cal"): check_guarantee(synthetic_table(n=100), n_cal=100)
     with pytest.raises(ConfigError, match="windows"): calibrate_table(synthetic_table(n=10), rows=[])
+
+
+def test_every_estimator_and_fill():
+    # calibrate works for each registered estimator (on its own grid) and each fill, and never-exit has no
+    # risk (breaks if a fill or a trained estimator is not wired through)
+    from eelab.estimators import ESTIMATORS, make_estimator
+    from eelab.generate import FILL_POLICIES
+    model, w = _model(2), torch.randint(0, 40, (6, 9))
+    fits = dict(learned=dict(epochs=1), shortlist=dict(k=8))
+    for name, cls in ESTIMATORS.items():
+        kw = dict(model=model, windows=w, **fits[name]) if cls.needs_training else {}
+        est = make_estimator(name, **kw)
+        for fill in FILL_POLICIES:
+            t = loss_table(model, w, est, fill, "risk")
+            assert list(t.grid) == [NEVER, *est.thresholds()] and t.estimator == name and t.fill == fill
+            assert (t.losses[:, 0] == 0).all() and (t.exited[:, 0] == 0).all()
+            cal = calibrate(model, t, delta=0.5, epsilon=0.2)
+            assert cal.estimator == name and cal.fill == fill and cal.threshold in t.grid
