@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_train.ipynb #2c705857
 from __future__ import annotations
-import math, time
+import contextlib, math, sys, time
 from dataclasses import asdict
 import torch
 import torch.nn.functional as F
@@ -17,13 +17,13 @@ from .checkpoint import (TrainedRun, state_tensors, load_tensors, save_model, lo
 
 # %% auto #0
 __all__ = ['fused_linear_cross_entropy', 'token_stats', 'ppl', 'TrainingInterrupted', 'train_phase', 'length_one_ppl',
-           'evaluate_split', 'train_two_phase', 'plot_history', 'layer_drop_probs', 'joint_hidden', 'exit_weights',
-           'distill_loss', 'shallow_part', 'train_joint']
+           'hard_token_weights', 'evaluate_split', 'train_two_phase', 'plot_history', 'layer_drop_probs',
+           'joint_hidden', 'exit_weights', 'distill_loss', 'shallow_part', 'train_joint', 'cli_config', 'main']
 
 # %% ../nbs/05_train.ipynb #6a9f29b8
 def _chunk_loss_and_grad(hc, weight, yc, wc, need_grad: bool = True):
     "Loss of one chunk, and d loss / d logits (c, V) if `need_grad`, in one pass over the chunk's logits."
-    logits = hc @ weight.t()                                          # (c, V)
+    logits = (hc @ weight.t()).float()                                # (c, V), fp32 (bf16: a copy)
     target_logit = logits.gather(1, yc[:, None]).squeeze(1)           # (c,)
     top = logits.amax(1, keepdim=True)
     probs = logits.sub_(top).exp_()                                   # in place: the one exp pass
@@ -34,6 +34,17 @@ def _chunk_loss_and_grad(hc, weight, yc, wc, need_grad: bool = True):
     grad_logits[torch.arange(len(yc), device=hc.device), yc] -= wc   # ... - onehot), one pass
     return loss, grad_logits
 
+# %% ../nbs/05_train.ipynb #ecb385e8
+def _compute_dtype(h) -> torch.dtype:
+    "bf16 (or the autocast dtype) under autocast on h's device, else h's own dtype."
+    device = h.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else h.dtype
+
+def _add_grad_w(grad_w, grad_logits, hc):
+    "grad_w (V, C) += grad_logits.T @ hc, summed in grad_w's dtype (fp32)."
+    if grad_logits.dtype == grad_w.dtype: grad_w.addmm_(grad_logits.t(), hc)
+    else: grad_w += (grad_logits.t() @ hc).to(grad_w.dtype)
+
 # %% ../nbs/05_train.ipynb #3f747ad8
 class _FusedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
@@ -41,15 +52,18 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         # h (N, D) hidden states, weight (V, D) head, targets (N,), token_weights (N,) summing to 1
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_h = torch.empty_like(h) if need_h else None
-        grad_w = torch.zeros_like(weight) if need_w else None
+        grad_w = torch.zeros_like(weight) if need_w else None              # fp32: dW sums in fp32
         loss = torch.zeros((), dtype=torch.float32, device=h.device)
-        for s in range(0, h.shape[0], chunk):
-            hc = h[s:s + chunk]
-            yc, wc = targets[s:s + chunk], token_weights[s:s + chunk]
-            chunk_loss, grad_logits = _chunk_loss_and_grad(hc, weight, yc, wc, need_h or need_w)
-            loss += chunk_loss
-            if need_h: grad_h[s:s + chunk] = grad_logits @ weight
-            if need_w: grad_w.addmm_(grad_logits.t(), hc)
+        dtype = _compute_dtype(h)
+        with torch.autocast(h.device.type, enabled=False):
+            h_c, w_c = h.to(dtype), weight.to(dtype)                         # bf16 copies under autocast
+            for s in range(0, h.shape[0], chunk):
+                hc = h_c[s:s + chunk]
+                yc, wc = targets[s:s + chunk], token_weights[s:s + chunk]
+                chunk_loss, grad_logits = _chunk_loss_and_grad(hc, w_c, yc, wc, need_h or need_w)
+                loss += chunk_loss
+                if need_h: grad_h[s:s + chunk] = grad_logits.to(dtype) @ w_c
+                if need_w: _add_grad_w(grad_w, grad_logits.to(dtype), hc)
         ctx.save_for_backward(grad_h, grad_w)
         return loss
 
@@ -67,7 +81,7 @@ def fused_linear_cross_entropy(h, weight, targets, token_weights=None, chunk: in
     h, targets = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
     if token_weights is None:
         token_weights = torch.full(targets.shape, 1.0 / targets.numel(), device=h.device)
-    return _FusedLinearCrossEntropy.apply(h, weight, targets, token_weights.reshape(-1).to(h.dtype), chunk)
+    return _FusedLinearCrossEntropy.apply(h, weight, targets, token_weights.reshape(-1).float(), chunk)
 
 # %% ../nbs/05_train.ipynb #e8c8724d
 def _chunk_stats(logits, targets) -> dict:
@@ -148,11 +162,51 @@ def _adamw(params, lr, weight_decay):
     except (RuntimeError, TypeError): return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 # %% ../nbs/05_train.ipynb #650b4064
-def _run_epoch(model, opt, params, batches, loss_fn, grad_clip, progress, steps, interrupt_after_steps):
-    "One epoch of optimizer steps; returns (mean loss, batches, steps so far)."
+def _rank_world() -> tuple[int, int]:
+    "(rank, world size) of this process: (0, 1) unless torch.distributed is initialised (torchrun)."
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+def _shard(batch, rank: int, world: int):
+    "This process's slice of a global batch: rows [rank B/W, (rank+1) B/W) of each tensor; ints pass."
+    if world == 1: return batch
+    def part(t):
+        if not torch.is_tensor(t): return t
+        n = t.shape[0] // world
+        return t[rank * n:(rank + 1) * n]
+    return tuple(part(t) for t in batch)
+
+# %% ../nbs/05_train.ipynb #f4fb6f1e
+class _LossModule(torch.nn.Module):
+    "model + loss_fn as one module: DistributedDataParallel's forward then runs the whole loss."
+    def __init__(self, model, loss_fn):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+    def forward(self, batch): return self.loss_fn(self.model, batch)
+
+def _step_fn(model, loss_fn, world: int):
+    "batch -> loss; with several processes a DDP module (building it copies rank 0's weights to all)."
+    if world == 1: return lambda batch: loss_fn(model, batch)
+    from torch.nn.parallel import DistributedDataParallel
+    ids = [torch.cuda.current_device()] if next(model.parameters()).device.type == "cuda" else None
+    return DistributedDataParallel(_LossModule(model, loss_fn), device_ids=ids)
+
+# %% ../nbs/05_train.ipynb #96030d6b
+def _autocast(device, precision: str):
+    "The precision's autocast context on `device` (fp32: none)."
+    enabled = precision == "bf16"
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=enabled)
+
+# %% ../nbs/05_train.ipynb #a152565b
+def _run_epoch(model, opt, params, batches, step_fn, grad_clip, progress, steps, interrupt_after_steps,
+               precision="fp32"):
+    "One epoch of optimizer steps; returns (mean loss, steps so far). The loss is averaged over processes."
     total, count = 0.0, 0
+    rank, world = _rank_world()
+    device = next(model.parameters()).device
     for batch in batches:
-        loss = loss_fn(model, batch)
+        with _autocast(device, precision): loss = step_fn(_shard(batch, rank, world))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip: torch.nn.utils.clip_grad_norm_(params, grad_clip)
@@ -162,12 +216,30 @@ def _run_epoch(model, opt, params, batches, loss_fn, grad_clip, progress, steps,
         if interrupt_after_steps is not None and steps >= interrupt_after_steps:
             raise TrainingInterrupted(f"interrupted after {steps} steps")
     progress.close()
-    return total / max(count, 1), steps
+    return _mean_over_processes(total / max(count, 1), device), steps
 
-# %% ../nbs/05_train.ipynb #f4fb6f1e
+# %% ../nbs/05_train.ipynb #f59fb8e2
+def _mean_over_processes(value: float, device) -> float:
+    "The mean of `value` over all processes (itself in one process)."
+    rank, world = _rank_world()
+    if world == 1: return value
+    import torch.distributed as dist
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.item() / world
+
+def _from_rank0(obj):
+    "Rank 0's `obj` on every process: early stopping must decide the same everywhere."
+    if _rank_world()[1] == 1: return obj
+    import torch.distributed as dist
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+# %% ../nbs/05_train.ipynb #b83711ec
 def train_phase(model, *, batches, n_batches, loss_fn, score_fn, lr, weight_decay, grad_clip, max_epochs,
                 patience, progress_path=None, desc="train", progress=True,
-                interrupt_after_steps=None) -> dict:
+                interrupt_after_steps=None, precision="fp32") -> dict:
     """Train the trainable parameters of `model`; `score_fn(model)` -> dict with 'val_ppl' (lower is better).
     Returns the history; the model ends in its best state. patience: epochs without a better validation
     PPL before stopping (0: run all max_epochs)."""
@@ -178,16 +250,17 @@ def train_phase(model, *, batches, n_batches, loss_fn, score_fn, lr, weight_deca
     if progress_path is not None and progress_path.exists():
         best, state = load_progress(progress_path, model, opt, params)
         print(f"{desc}: resumed after epoch {state['epoch']} from {progress_path}")
-    steps = 0
+    rank, world = _rank_world()
+    step_fn, steps = _step_fn(model, loss_fn, world), 0
     while state["epoch"] < max_epochs and not (patience and state["bad_epochs"] >= patience):
         epoch, t0 = state["epoch"] + 1, time.perf_counter()
         model.train()
         bar = _Progress(f"{desc} epoch {epoch}/{max_epochs}", n_batches, progress)
-        train_loss, steps = _run_epoch(model, opt, params, batches(epoch), loss_fn, grad_clip, bar, steps,
-                                       interrupt_after_steps)
-        scores = score_fn(model)
+        train_loss, steps = _run_epoch(model, opt, params, batches(epoch), step_fn, grad_clip, bar, steps,
+                                       interrupt_after_steps, precision)
+        scores = _from_rank0(score_fn(model))
         best = _end_epoch(model, state, best, scores, train_loss, time.perf_counter() - t0, desc, max_epochs)
-        if progress_path is not None: save_progress(progress_path, model, best, opt, params, state)
+        if progress_path is not None and rank == 0: save_progress(progress_path, model, best, opt, params, state)
     load_tensors(model, best)
     return dict(history=state["history"], epochs_run=state["epoch"], best_epoch=state["best_epoch"],
                 best_val_ppl=state["best_val"])
@@ -242,14 +315,19 @@ def length_one_ppl(model, hidden, targets, batch_size=256) -> float:
     return math.exp(nll / max(len(targets), 1))
 
 # %% ../nbs/05_train.ipynb #2e09d8a5
-def _weighted_hard_loss(L, ratio):
-    "Clean phase 2: full windows, deep-exit loss with hard tokens weighted to `ratio` of it."
+def hard_token_weights(hard, ratio):
+    "Token weights (B, T) summing to 1 over the (global) batch, hard tokens carrying `ratio` of it."
+    n_hard = hard.sum()
+    if 0 < n_hard < hard.numel():
+        return torch.where(hard, ratio / n_hard, (1 - ratio) / (hard.numel() - n_hard))
+    return torch.full(hard.shape, 1.0 / hard.numel())
+
+def _weighted_hard_loss(L):
+    "Clean phase 2: full windows, deep-exit loss with the batch's token weights (hard_token_weights)."
     def loss_fn(model, batch):
-        x, y, hard = batch                                                    # (B, T), (B, T), (B, T) bool
-        n_hard = hard.sum()
-        if 0 < n_hard < hard.numel():
-            w = torch.where(hard, ratio / n_hard, (1 - ratio) / (hard.numel() - n_hard))
-        else: w = torch.full(hard.shape, 1.0 / hard.numel())
+        x, y, w = batch                                                       # (B, T), (B, T), (B, T)
+        world = _rank_world()[1]              # DDP averages the processes' losses: undo it for a global sum
+        if world > 1: w = w * world
         hidden = model.forward_hidden(x)[L]
         return fused_linear_cross_entropy(hidden, model.head(L).proj.weight, y, w.to(x.device).float())
     return loss_fn
@@ -269,8 +347,9 @@ def _phase1(cfg, vocab_size, windows, folder, device, common, interrupt) -> tupl
                        progress_path=folder / "phase1.progress.safetensors", desc="phase 1",
                        interrupt_after_steps=interrupt.get("phase1"), **common)
     meta1 = dict(config=cfg.to_dict(), phase=1, **res1)
-    save_model(folder / "phase1.safetensors", phase1, **meta1)
-    (folder / "phase1.progress.safetensors").unlink(missing_ok=True)
+    if _rank_world()[0] == 0:                                 # under torchrun only rank 0 writes
+        save_model(folder / "phase1.safetensors", phase1, **meta1)
+        (folder / "phase1.progress.safetensors").unlink(missing_ok=True)
     return phase1, meta1
 
 # %% ../nbs/05_train.ipynb #9df80737
@@ -301,8 +380,9 @@ def _phase2_data(cfg, recipe, windows, mined, hard, device):
     hard_windows = hard.view(-1, cfg.seq_len)                  # aligned with the full training batches
     def in_context(epoch):
         for i, (x, y) in enumerate(iterate_batches(windows["train"], bs)):
-            yield x.to(device), y.to(device), hard_windows[i * bs:(i + 1) * bs].to(device)
-    return in_context, len(windows["train"]) // bs, _weighted_hard_loss(L, cfg.hard_example_ratio)
+            hard_batch = hard_windows[i * bs:(i + 1) * bs].to(device)     # weights over the global batch
+            yield x.to(device), y.to(device), hard_token_weights(hard_batch, cfg.hard_example_ratio)
+    return in_context, len(windows["train"]) // bs, _weighted_hard_loss(L)
 
 # %% ../nbs/05_train.ipynb #9c35a443
 def _phase2(cfg, recipe, phase1, windows, mined, hard, folder, device, common, interrupt):
@@ -361,16 +441,23 @@ def _windows(cfg, corpus) -> dict:
     return windows
 
 # %% ../nbs/05_train.ipynb #9d59f6ed
+def _rank0_lock(folder):
+    "The run folder's lock, taken by rank 0 only (every process when there is one)."
+    return run_lock(folder) if _rank_world()[0] == 0 else contextlib.nullcontext()
+
+# %% ../nbs/05_train.ipynb #c7d83092
 def train_two_phase(cfg: ExperimentConfig, progress: bool = True,
                     interrupt_after_steps: dict | None = None) -> TrainedRun:
-    """Phase 1, hard-example mining, threshold, phase 2 and evaluation for `cfg.recipe`; cached by config.
+    """Phase 1, hard-example mining, threshold, phase 2 and evaluation for `cfg.recipe` (joint: one phase,
+    see `train_joint`); cached by config. Under torchrun, ranks other than 0 return None.
     `interrupt_after_steps={"phase1": n}` (tests) stops phase 1 after n optimizer steps, like a kill."""
     recipe = RECIPES[cfg.recipe]
     if recipe.phases == 1: return train_joint(cfg, progress, interrupt_after_steps)
     device, corpus, folder = pick_device(cfg.device), load_corpus(cfg), checkpoint_dir(cfg)
     interrupt = interrupt_after_steps or {}
-    common = dict(weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, progress=progress)
-    with run_lock(folder):
+    common = dict(weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, progress=progress,
+                  precision=cfg.precision)
+    with _rank0_lock(folder):
         if has_run(cfg): return load_run(cfg, corpus, device)
         windows, seconds, t_start = _windows(cfg, corpus), {}, time.perf_counter()
         phase1, meta1 = _phase1(cfg, corpus.tokenizer.vocab_size, windows, folder, device, common, interrupt)
@@ -380,6 +467,7 @@ def train_two_phase(cfg: ExperimentConfig, progress: bool = True,
         seconds["mining"], t0 = time.perf_counter() - t0, time.perf_counter()
         model, res2 = _phase2(cfg, recipe, phase1, windows, mined, hard, folder, device, common, interrupt)
         seconds["phase2"], t0 = time.perf_counter() - t0, time.perf_counter()
+        if _rank_world()[0]: return None                  # torchrun: rank 0 evaluates and saves
         metrics = _evaluate_run(cfg, recipe, phase1, model, windows, threshold, mined, hard, device)
         seconds["evaluation"], seconds["total"] = time.perf_counter() - t0, time.perf_counter() - t_start
         history = dict(phase1=meta1["history"], phase2=res2["history"])
@@ -531,11 +619,13 @@ def train_joint(cfg: ExperimentConfig, progress: bool = True, interrupt_after_st
     "The joint recipe end to end (`train_two_phase` sends `recipe='joint'` here); cached by config."
     device, corpus, folder = pick_device(cfg.device), load_corpus(cfg), checkpoint_dir(cfg)
     recipe, interrupt = RECIPES[cfg.recipe], interrupt_after_steps or {}
-    common = dict(weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, progress=progress)
-    with run_lock(folder):
+    common = dict(weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip, progress=progress,
+                  precision=cfg.precision)
+    with _rank0_lock(folder):
         if has_run(cfg): return load_run(cfg, corpus, device)
         windows, t_start = _windows(cfg, corpus), time.perf_counter()
         model, res = _joint_phase(cfg, corpus.tokenizer.vocab_size, windows, folder, device, common, interrupt)
+        if _rank_world()[0]: return None                  # torchrun: rank 0 evaluates and saves
         seconds = dict(joint=time.perf_counter() - t_start)
         metrics = _evaluate_joint(cfg, recipe, model, windows)
         seconds["evaluation"] = time.perf_counter() - t_start - seconds["joint"]
@@ -549,3 +639,54 @@ def train_joint(cfg: ExperimentConfig, progress: bool = True, interrupt_after_st
         (folder / "joint.progress.safetensors").unlink(missing_ok=True)
         return TrainedRun(cfg, corpus, shallow, model.eval(), exit_threshold(cfg, threshold), metrics,
                           history, seconds, folder)
+
+# %% ../nbs/05_train.ipynb #93969216
+def _init_distributed(cfg: ExperimentConfig) -> tuple[int, int]:
+    "Under torchrun (WORLD_SIZE > 1): join the process group, nccl for CUDA, else gloo; (rank, world)."
+    import os
+    import torch.distributed as dist
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1 or dist.is_initialized(): return _rank_world()
+    cuda = pick_device(cfg.device).type == "cuda"
+    if cuda: torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if cuda else "gloo")
+    rank, world = _rank_world()
+    if cfg.batch_size % world:
+        raise ConfigError("batch_size", cfg.batch_size, f"a multiple of the number of processes ({world})")
+    return rank, world
+
+# %% ../nbs/05_train.ipynb #ac26e5f7
+def _literal(text: str):
+    import ast
+    try: return ast.literal_eval(text)
+    except (ValueError, SyntaxError): return text
+
+def cli_config(name: str, recipe: str | None = None, sets=()) -> ExperimentConfig:
+    "smoke | reference | a JSON file (or string) of ExperimentConfig fields; then recipe and `field=value`s."
+    if name == "smoke": cfg = smoke_config()
+    elif name == "reference": cfg = ExperimentConfig()
+    else: cfg = ExperimentConfig.from_json(name)
+    changes = dict(item.split("=", 1) for item in sets)
+    changes = {k: _literal(v) for k, v in changes.items()}
+    return cfg.replace(**changes, **({"recipe": recipe} if recipe else {}))
+
+# %% ../nbs/05_train.ipynb #eb86bf90
+def main(argv=None):
+    "`python -m eelab.train` (or under `torchrun ... -m eelab.train`): train one config, print its table."
+    import argparse, json, os
+    ap = argparse.ArgumentParser(prog="python -m eelab.train", description=main.__doc__)
+    ap.add_argument("--config", default="smoke", help="smoke | reference | path of a JSON config")
+    ap.add_argument("--recipe", choices=CHOICES["recipe"])
+    ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="change config fields")
+    ap.add_argument("--no-progress", action="store_true", help="no tqdm bar (the epoch lines stay)")
+    args = ap.parse_args(argv)
+    cfg = cli_config(args.config, args.recipe, args.set)
+    rank, world = _init_distributed(cfg)
+    if rank: sys.stdout = open(os.devnull, "w")                    # one log: rank 0's
+    print(f"training {cfg.recipe} on {cfg.corpus} in {world} process(es) -> {checkpoint_dir(cfg)}")
+    run = train_two_phase(cfg, progress=not args.no_progress)
+    if run is not None: print(json.dumps(dict(reported=run.metrics["reported"], seconds=run.seconds), indent=2))
+    if world > 1: torch.distributed.destroy_process_group()
+
+# %% ../nbs/05_train.ipynb #735ea35e
+#| eval: false
+if __name__ == "__main__" and "ipykernel" not in sys.modules: main()       # not when Jupyter runs this cell
