@@ -13,7 +13,8 @@ def _train(tmp_path, name, launcher):
                           timeout=120)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     folder = glob.glob(str(tmp_path / name / "checkpoints" / "*"))[0]
-    return done.stdout, {p: read_checkpoint(os.path.join(folder, f"{p}.safetensors")) for p in ("phase1", "phase2")}
+    files = {p: os.path.join(folder, f"{p}.safetensors") for p in ("phase1", "phase2")}
+    return done.stdout, {p: read_checkpoint(f) for p, f in files.items()}
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without torch.distributed")

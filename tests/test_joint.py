@@ -82,9 +82,10 @@ def test_distillation_gradient_does_not_reach_the_deep_exit():
 
 
 def test_joint_fields_fail_by_name():
-    with pytest.raises(ConfigError, match="layer_dropout"): ExperimentConfig(recipe="joint", layer_dropout=1.0)
-    with pytest.raises(ConfigError, match="distill"): ExperimentConfig(recipe="clean", distill=0.5)
-    with pytest.raises(ConfigError, match="joint_weights"): ExperimentConfig(recipe="joint", joint_weights="x")
+    bad = [dict(recipe="joint", layer_dropout=1.0), dict(recipe="clean", distill=0.5),
+           dict(recipe="joint", joint_weights="x"), dict(recipe="joint", precision="fp16")]
+    for fields, name in zip(bad, ("layer_dropout", "distill", "joint_weights", "precision")):
+        with pytest.raises(ConfigError, match=name): ExperimentConfig(**fields)
 
 
 def test_smoke_joint_run_trains_and_reports_every_metric(tmp_path, monkeypatch):
