@@ -42,3 +42,30 @@ def test_run_lock_excludes_a_second_holder(tmp_path):
     with run_lock(tmp_path):
         with pytest.raises(Timeout): FileLock(str(tmp_path / ".lock")).acquire(timeout=0.1)
     FileLock(str(tmp_path / ".lock")).acquire(timeout=0.1)                      # released afterwards
+
+
+def test_bf16_loss_and_gradients_agree_with_fp32():
+    # tolerance: loss within 1% and each gradient within 5% (relative L2) of fp32. Breaks if the fused head's
+    # softmax or sums ran in bf16 (errors of several %), or if autocast were not on at all (results identical)
+    from eelab.model import EarlyExitLM, ModelConfig
+    from eelab.train import _autocast, _lm_loss, fused_linear_cross_entropy
+    torch.manual_seed(0)
+    model = EarlyExitLM(ModelConfig(vocab_size=2000, dim=32, num_heads=2, n_layers=2, exit_layers=(2,)))
+    batch = (torch.randint(0, 2000, (8, 16)), torch.randint(0, 2000, (8, 16)))
+    out = {}
+    for precision in ("fp32", "bf16"):
+        model.zero_grad(set_to_none=True)
+        with _autocast("cpu", precision): loss = _lm_loss(2)(model, batch)
+        loss.backward()
+        out[precision] = loss, {n: p.grad.clone() for n, p in model.named_parameters()}
+    (l32, g32), (l16, g16) = out["fp32"], out["bf16"]
+    assert l16.dtype == torch.float32 and l16.item() != l32.item()
+    assert abs(l16.item() - l32.item()) / l32.item() < 0.01
+    rel = {n: ((g16[n] - g).norm() / g.norm()).item() for n, g in g32.items()}
+    assert 0 < max(rel.values()) < 0.05, rel
+    # the fused loss under autocast against the fp32 reference loss on the same (bf16-rounded) inputs
+    h, w = torch.randn(64, 32), torch.randn(2000, 32)
+    y = torch.randint(0, 2000, (64,))
+    with torch.autocast("cpu", dtype=torch.bfloat16): fused = fused_linear_cross_entropy(h, w, y)
+    exact = torch.nn.functional.cross_entropy(h.bfloat16().float() @ w.bfloat16().float().t(), y)
+    assert abs(fused.item() - exact.item()) < 1e-3 * exact.item()
