@@ -7,7 +7,8 @@ from eelab.train import train_two_phase, TrainingInterrupted
 
 @pytest.mark.parametrize("recipe,phase", [("reference", "phase1"), ("clean", "phase2")])
 def test_interrupted_run_resumes_to_the_same_result(phase, recipe, tmp_path, monkeypatch, capsys):
-    cfg = smoke_config(recipe=recipe, seed=11, phase1_max_epochs=2, phase2_max_epochs=2, phase1_patience=0, phase2_patience=0)
+    cfg = smoke_config(recipe=recipe, seed=11, phase1_max_epochs=2, phase2_max_epochs=2, phase1_patience=0,
+                       phase2_patience=0)
     monkeypatch.setenv("EELAB_DATA", str(tmp_path / "straight"))
     straight = train_two_phase(cfg, progress=False)
     # a plain-text line per epoch with an ETA (a tqdm widget is invisible under papermill, issue 8)
@@ -21,7 +22,8 @@ def test_interrupted_run_resumes_to_the_same_result(phase, recipe, tmp_path, mon
     resumed = train_two_phase(cfg, progress=False)
     assert not resumed.reused
     assert resumed.metrics == straight.metrics and resumed.threshold == straight.threshold
-    for a, b in zip(resumed.model.state_dict().values(), straight.model.state_dict().values()): assert torch.equal(a, b)
+    for a, b in zip(resumed.model.state_dict().values(), straight.model.state_dict().values()):
+        assert torch.equal(a, b)
 
 
 def test_no_posix_only_file_lock():
