@@ -16,9 +16,9 @@ from .generate import FILLS
 from .exits import exit_path, exit_path_rows
 
 # %% auto #0
-__all__ = ['CONSISTENCIES', 'NEVER', 'token_losses', 'LossTable', 'check_grid', 'loss_table', 'hb_p_value', 'learn_then_test',
-           'naive_index', 'Calibration', 'calibrate_table', 'calibrate', 'check_guarantee', 'synthetic_table',
-           'violation_figure']
+__all__ = ['CONSISTENCIES', 'NEVER', 'P_VALUES', 'token_losses', 'LossTable', 'check_grid', 'loss_table', 'hb_p_value',
+           'wsr_p_values', 'hb_p_values', 'as_p_values', 'learn_then_test', 'naive_index', 'Calibration',
+           'calibrate_table', 'calibrate', 'check_guarantee', 'synthetic_table', 'violation_figure']
 
 # %% ../nbs/13_calibrate.ipynb #87a64b95
 CONSISTENCIES = ("textual", "risk")
@@ -121,12 +121,35 @@ def hb_p_value(risk, n: int, delta: float, binary: bool = False):
     bentkus = math.e * binom.cdf(np.ceil(n * risk - 1e-9), n, delta)
     return np.minimum(1.0, np.minimum(hoeffding, bentkus))
 
+# %% ../nbs/13_calibrate.ipynb #463c9ba0
+def wsr_p_values(losses: np.ndarray, delta: float, binary: bool = False) -> np.ndarray:
+    "Betting p-values (G,) of 'risk >= delta', one per column of losses (n, G) in [0, 1], in row order."
+    n, i = len(losses), np.arange(1, len(losses) + 1)[:, None]
+    mu = (0.5 + np.cumsum(losses, 0)) / (1 + i)                          # (n, G) running means
+    var = (0.25 + np.cumsum((losses - mu) ** 2, 0)) / (1 + i)
+    var_before = np.vstack([np.full((1, losses.shape[1]), 0.25), var[:-1]])  # predictable: earlier rows
+    stake = np.minimum(1.0, np.sqrt(2 * math.log(1 / 0.05) / (n * var_before)))
+    log_wealth = np.cumsum(np.log1p(-stake * (losses - delta)), 0)
+    return np.minimum(1.0, np.exp(-log_wealth.max(0)))
+
+# %% ../nbs/13_calibrate.ipynb #d9ccc115
+def hb_p_values(losses: np.ndarray, delta: float, binary: bool = False) -> np.ndarray:
+    "Hoeffding-Bentkus p-values (G,) of the column means of losses (n, G)."
+    return np.asarray(hb_p_value(losses.mean(0), len(losses), delta, binary), dtype=float)
+
+P_VALUES = dict(hb=hb_p_values, wsr=wsr_p_values)
+
+def as_p_values(p_value):
+    "A p-value function from a name in P_VALUES or a function itself."
+    if callable(p_value): return p_value
+    if p_value not in P_VALUES: raise ConfigError("p_value", p_value, f"one of {', '.join(P_VALUES)}")
+    return P_VALUES[p_value]
+
 # %% ../nbs/13_calibrate.ipynb #2c4575c1
 def learn_then_test(losses: np.ndarray, delta: float, epsilon: float, binary: bool = False,
-                    p_value=hb_p_value) -> tuple[int, np.ndarray]:
+                    p_value="hb") -> tuple[int, np.ndarray]:
     "Index into the grid of the calibrated threshold, and the p-values (G,) of losses (n, G)."
-    n, risks = len(losses), losses.mean(0)
-    p = np.asarray(p_value(risks, n, delta, binary), dtype=float)                # (G,)
+    p = np.asarray(as_p_values(p_value)(losses, delta, binary), dtype=float)      # (G,)
     failed = np.flatnonzero(p > epsilon)
     stop = failed[0] if len(failed) else len(p)
     return max(int(stop) - 1, 0), p
@@ -169,10 +192,11 @@ def _check_level(name: str, x):
 
 # %% ../nbs/13_calibrate.ipynb #7bb4fd3b
 def calibrate_table(table: LossTable, delta: float = 0.1, epsilon: float = 0.05, rows=None,
-                    p_value=hb_p_value) -> Calibration:
+                    p_value="hb") -> Calibration:
     "Learn-then-Test on the windows `rows` (default: all) of a LossTable."
     _check_level("delta", delta)
     _check_level("epsilon", epsilon)
+    as_p_values(p_value)
     rows = np.arange(len(table)) if rows is None else np.asarray(rows)
     if len(rows) == 0: raise ConfigError("windows", "empty", "at least one calibration window")
     j, p = learn_then_test(table.losses[rows], delta, epsilon, table.binary, p_value)
@@ -185,15 +209,16 @@ def calibrate_table(table: LossTable, delta: float = 0.1, epsilon: float = 0.05,
 # %% ../nbs/13_calibrate.ipynb #2bab3d2e
 def calibrate(model, windows, estimator="softmax_max", fill: str = "skip", delta: float = 0.1,
               epsilon: float = 0.05, consistency: str = "textual", grid=None,
-              exit_layer: int | None = None) -> Calibration:
+              exit_layer: int | None = None, p_value="hb") -> Calibration:
     "A Learn-then-Test threshold for `estimator` and `fill` from calibration windows (N, T+1)."
     _check_level("delta", delta)
     _check_level("epsilon", epsilon)
-    if isinstance(windows, LossTable): return calibrate_table(windows, delta, epsilon)
+    as_p_values(p_value)
+    if isinstance(windows, LossTable): return calibrate_table(windows, delta, epsilon, p_value=p_value)
     _check_data(windows)
     _check_choices(consistency, fill)
     table = loss_table(model, windows, estimator, fill, consistency, grid, exit_layer)
-    return calibrate_table(table, delta, epsilon)
+    return calibrate_table(table, delta, epsilon, p_value=p_value)
 
 # %% ../nbs/13_calibrate.ipynb #6bfe62b6
 def _split_outcome(table: LossTable, cal: np.ndarray, test: np.ndarray, delta, epsilon, p_value) -> dict:
@@ -218,11 +243,12 @@ def _saving_ratio(df) -> float:
 
 # %% ../nbs/13_calibrate.ipynb #87acb564
 def check_guarantee(table: LossTable, delta: float = 0.1, epsilon: float = 0.05, n_cal: int = 500,
-                    n_splits: int = 200, seed: int = 0, p_value=hb_p_value) -> dict:
+                    n_splits: int = 200, seed: int = 0, p_value="hb") -> dict:
     "Violation rates (calibrated and naive) and saving vs the oracle over random calibration/test splits."
     import pandas as pd
     _check_level("delta", delta)
     _check_level("epsilon", epsilon)
+    as_p_values(p_value)
     if not 0 < n_cal < len(table):
         raise ConfigError("n_cal", n_cal, f"between 1 and {len(table) - 1} (the table has {len(table)} windows)")
     rng = np.random.default_rng(seed)

@@ -5,8 +5,8 @@ import pytest, torch
 from eelab.config import ConfigError
 from eelab.model import EarlyExitLM, ModelConfig
 from eelab.exits import teacher_forced_quality
-from eelab.calibrate import (NEVER, hb_p_value, learn_then_test, naive_index, loss_table, calibrate,
-                             calibrate_table, check_guarantee, synthetic_table)
+from eelab.calibrate import (NEVER, hb_p_value, hb_p_values, wsr_p_values, learn_then_test, naive_index,
+                             loss_table, calibrate, calibrate_table, check_guarantee, synthetic_table)
 
 RISKS = np.r_[np.linspace(0, 0.08, 10), 0.095, np.linspace(0.11, 0.3, 9)]   # one threshold just under delta
 
@@ -17,15 +17,22 @@ def _model(seed=0):
     return EarlyExitLM(mc).eval()
 
 
-@pytest.mark.parametrize("binary", [True, False])
-def test_p_value_is_valid_at_the_boundary(binary):
-    # where the true risk IS delta, P(p <= a) <= a; a p-value that ignores n (or a wrong tail) breaks this
+@pytest.mark.parametrize("method", ["binomial", "hb", "wsr"])
+@pytest.mark.parametrize("spread", ["coin", "narrow"])
+def test_p_value_is_valid_at_the_boundary(method, spread):
+    # where the true risk IS delta, P(p <= a) <= a; a p-value that ignores n (or a wrong tail) breaks this.
+    # coin: 0/1 losses; narrow: window means of 16 coin flips (bounded, small variance)
     rng, n, delta = np.random.default_rng(0), 200, 0.1
-    risks = (rng.random((4000, n)) < delta).mean(1)
-    p = hb_p_value(risks, n, delta, binary)
+    if method == "binomial" and spread == "narrow": pytest.skip("the exact binomial tail is for 0/1 losses")
+    flips = 1 if spread == "coin" else 16
+    losses = (rng.random((n, 3000, flips)) < delta).mean(2)           # (n windows, 3000 draws)
+    f = dict(binomial=lambda x: hb_p_values(x, delta, True), hb=lambda x: hb_p_values(x, delta),
+             wsr=lambda x: wsr_p_values(x, delta))[method]
+    p = f(losses)
     for a in (0.05, 0.2):
         assert (p <= a).mean() <= a + 3 * math.sqrt(a * (1 - a) / len(p))
-    assert hb_p_value(0.02, 2000, delta, binary) < 1e-6            # and it does reject a clear case
+    clear = (rng.random((2000, 1, flips)) < 0.02).mean(2)
+    assert f(clear)[0] < 1e-6                                          # and it does reject a clear case
 
 
 def test_fixed_sequence_stops_at_first_failure():
@@ -48,7 +55,7 @@ def test_checker_holds_on_known_truth_and_naive_fails():
 
 def test_broken_p_value_fails_the_check():
     # a p-value computed as if from a million samples whatever n was: the checker must catch it
-    broken = lambda risk, n, delta, binary=False: hb_p_value(risk, 10**6, delta, binary)
+    broken = lambda losses, delta, binary=False: hb_p_value(losses.mean(0), 10**6, delta, binary)
     chk = check_guarantee(synthetic_table(n=2000, risks=RISKS, seed=1), 0.1, 0.05, 500, 200, seed=1,
                           p_value=broken)
     assert not chk["holds"] and chk["violation_rate"] > chk["bound"]
@@ -81,7 +88,7 @@ def test_calibrate_result_and_errors():
     for bad, field in ((dict(delta=0), "delta"), (dict(delta=1), "delta"), (dict(epsilon=1.2), "epsilon"),
                        (dict(epsilon=True), "epsilon"), (dict(consistency="bleu"), "consistency"),
                        (dict(fill="sideways"), "fill"), (dict(estimator="bogus"), "estimator"),
-                       (dict(grid=[]), "grid")):
+                       (dict(grid=[]), "grid"), (dict(p_value="t"), "p_value")):
         with pytest.raises(ConfigError, match=field): calibrate(model, w, **bad)
     with pytest.raises(ConfigError, match="windows"): calibrate(model, w[:0])
     with pytest.raises(ConfigError, match="n_cal"): check_guarantee(synthetic_table(n=100), n_cal=100)
@@ -104,3 +111,17 @@ def test_every_estimator_and_fill():
             assert (t.losses[:, 0] == 0).all() and (t.exited[:, 0] == 0).all()
             cal = calibrate(model, t, delta=0.5, epsilon=0.2)
             assert cal.estimator == name and cal.fill == fill and cal.threshold in t.grid
+
+
+def test_betting_is_tighter_on_narrow_losses():
+    # window losses with small spread: the betting p-value (wsr) keeps the guarantee and reaches further down
+    # the grid than Hoeffding-Bentkus (breaks if wsr ignores the variance or loses validity)
+    rng = np.random.default_rng(3)
+    risks = np.r_[np.linspace(0, 0.08, 10), 0.095, np.linspace(0.11, 0.3, 9)]
+    losses = (rng.random((3000, 20, 16)) < risks[None, :, None]).mean(2)    # 16 tokens a window
+    table = synthetic_table(n=3000, risks=risks)
+    table.losses, table.binary = losses, False
+    hb = check_guarantee(table, 0.1, 0.05, 500, 200, seed=2, p_value="hb")
+    wsr = check_guarantee(table, 0.1, 0.05, 500, 200, seed=2, p_value="wsr")
+    assert hb["holds"] and wsr["holds"]
+    assert wsr["saving_ratio"] > hb["saving_ratio"]
