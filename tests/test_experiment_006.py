@@ -35,7 +35,7 @@ def test_calibrated_rows(results):
     assert {(r["estimator"], r["delta"]) for r in rows} == {(e, d) for e in ESTIMATORS for d in DELTAS}
     for r in rows:
         assert r["threshold"] >= r["naive_threshold"]
-        assert r["cal_risk"] < r["delta"] or r["threshold"] == 2.0            # 2.0: never exit, nothing rejected
+        assert r["cal_risk"] < r["delta"] or r["threshold"] == 2.0       # 2.0: never exit, nothing rejected
         assert 0 <= r["test_risk"] <= 1 and abs(r["agreement"] - (1 - r["test_risk"])) < 1e-12
         assert 0 <= r["exit_rate"] <= 1 and r["counted_cost"] > 0 and r["measured_speedup"] > 0
         assert 0 <= r["gen_agreement"] <= 1 and abs(r["saving"] - (1 - r["counted_cost"])) < 1e-12
@@ -47,7 +47,8 @@ def test_calibrated_rows(results):
 def test_checker_and_tables(results):
     # the guarantee holds on the trained model for every estimator and delta (violations within the bound)
     checks = results["checks"]
-    assert len(checks) == len(ESTIMATORS) * len(DELTAS)
+    assert len(checks) == len(ESTIMATORS) * len(DELTAS) * 2
+    assert {c["p_value"] for c in checks} == {"hb", "wsr"}
     for c in checks:
         assert c["violation_rate"] <= c["bound"] and c["holds"] is True, c
     assert {b["delta"] for b in results["best"]} == set(DELTAS)
