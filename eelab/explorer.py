@@ -6,6 +6,7 @@
 from __future__ import annotations
 import html, itertools, math, numbers, time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from importlib.resources import files
 from pathlib import Path
 import torch
@@ -20,11 +21,14 @@ from .cost import FlopModel, WorkMeter, flop_model, full_depth_work, reference_c
 from .checkpoint import load_model
 from .generate import generate, GenerationResult, Step
 from .speculate import self_speculative
+from .batch import BATCH_STRATEGIES, batched_true_exit, left_pad, upper_rows
 
 # %% auto #0
 __all__ = ['MAX_NEW', 'MODES', 'DRAFT_LENS', 'SHALLOW', 'DEEP', 'SKIPPED', 'DISCARDED', 'ACCEPTED', 'VERIFIED', 'REJECTED',
-           'asset_path', 'load_explorer_model', 'check_explorer_args', 'exit_colours', 'legend_html',
-           'spec_legend_html', 'Trace', 'TokenStep', 'add_step', 'record', 'trace_figure', 'Explorer', 'trace_svg']
+           'BATCH_PROMPTS', 'LANE_CODES', 'asset_path', 'load_explorer_model', 'check_explorer_args', 'exit_colours',
+           'legend_html', 'spec_legend_html', 'Trace', 'TokenStep', 'add_step', 'record', 'trace_figure', 'Explorer',
+           'trace_svg', 'Lanes', 'record_lanes', 'lane_counters', 'lanes_figure', 'lanes_html', 'lanes_counters_html',
+           'LaneExplorer']
 
 # %% ../nbs/06_explorer.ipynb #83c4b910
 def asset_path(name: str) -> Path:
@@ -685,3 +689,147 @@ def display_static(self: Explorer):
 def _ipython_display_(self: Explorer):
     from IPython.display import display
     display(self.widget)
+
+# %% ../nbs/06_explorer.ipynb #1836c31e
+BATCH_PROMPTS = ("ROMEO:", "JULIET:", "KING HENRY:", "First Citizen:")
+
+def _check_lanes(prompts, strategy):
+    if not (isinstance(prompts, (list, tuple)) and 1 <= len(prompts) <= 8
+            and all(isinstance(p, str) for p in prompts)):
+        raise ConfigError("prompts", prompts, "a list of 1 to 8 strings (one lane each)")
+    if strategy not in BATCH_STRATEGIES:
+        raise ConfigError("strategy", strategy, f"one of {', '.join(map(repr, BATCH_STRATEGIES))}")
+
+# %% ../nbs/06_explorer.ipynb #53ab98a0
+@dataclass
+class Lanes:
+    "A batched run, per row (lane) and step: token text, exit, confidence, whether it ran the upper layers."
+    prompts: list[str]
+    tokens: list[list[str]]
+    exits: list[list[int]]
+    confidences: list[list[float]]
+    ran_upper: list[list[bool]]
+    strategy: str
+    threshold: float
+    n_layers: int
+    shallow_exit: int
+
+# %% ../nbs/06_explorer.ipynb #59637361
+def _ran_upper(res, exits: torch.Tensor) -> torch.Tensor:
+    "(B, n) bool: the rows each step sent through the upper layers, by eelab.batch's own rule."
+    rule = SimpleNamespace(fill=res.fill, strategy=res.batch_strategy)
+    return torch.stack([upper_rows(rule, exits[:, t])[0] for t in range(exits.shape[1])], 1)
+
+def record_lanes(model, tokenizer, prompts=BATCH_PROMPTS, n_new: int = 32, threshold: float = 0.5,
+                 strategy: str = "all", temperature: float = 0.0, seed: int = 0) -> tuple[Lanes, GenerationResult]:
+    "One batched true-exit run of `prompts` (left padded): (lanes, result)."
+    _check_lanes(prompts, strategy)
+    rows = [torch.tensor(tokenizer.encode(p) or [tokenizer.pad_id]) for p in prompts]
+    x, mask = left_pad(rows, tokenizer.pad_id)                                       # (B, P) each
+    g = torch.Generator().manual_seed(seed)
+    res = batched_true_exit(model, x, n_new, threshold, batch_strategy=strategy, padding_mask=mask,
+                            temperature=temperature, generator=g)
+    exits = res.token_exits                                                          # (B, n)
+    ran = _ran_upper(res, exits < model.n_layers)
+    new = res.tokens[:, res.prompt_len:]
+    return Lanes(list(prompts), [[tokenizer.id_to_token(int(i)) for i in row] for row in new], exits.tolist(),
+                 res.confidences.tolist(), ran.tolist(), strategy, threshold, model.n_layers,
+                 model.config.shallow_exit), res
+
+# %% ../nbs/06_explorer.ipynb #47ec5f6a
+def lane_counters(lanes: Lanes, res) -> dict:
+    "Fractions of (row, step) pairs that wanted / ran the upper layers; steps where every row exited."
+    B, n, e, L = len(lanes.tokens), len(lanes.tokens[0]), lanes.shallow_exit, lanes.n_layers
+    upper = sum(w.layer_forwards - n * e for w in res.row_work) / (L - e)
+    all_exit = sum(all(row[t] < L for row in lanes.exits) for t in range(n))
+    return dict(rows=B, steps=n, wanted=sum(x == L for row in lanes.exits for x in row) / (B * n),
+                ran=upper / (B * n), all_confident=all_exit / n, counted_cost=res.counted_cost)
+
+# %% ../nbs/06_explorer.ipynb #42ae8114
+LANE_CODES = (SHALLOW, DISCARDED, DEEP)     # exited and skipped / exited but ran the upper layers / needed them
+
+def _lane_code(lanes: Lanes, b: int, t: int) -> int:
+    if lanes.exits[b][t] == lanes.n_layers: return 2
+    return 1 if lanes.ran_upper[b][t] else 0
+
+def lanes_figure(lanes: Lanes) -> go.FigureWidget:
+    "One cell per (row, step), coloured by LANE_CODES; row 1 at the top."
+    B, n = len(lanes.tokens), len(lanes.tokens[0])
+    z = [[_lane_code(lanes, b, t) for t in range(n)] for b in range(B)]
+    scale = [[(i + j) / 3, c] for i, c in enumerate(LANE_CODES) for j in (0, 1)]
+    fig = go.Figure(go.Heatmap(z=z, x=list(range(n)), y=[f"row {b + 1}" for b in range(B)], zmin=-0.5,
+                               zmax=2.5, colorscale=scale, showscale=False, xgap=1, ygap=2, name="lanes"))
+    fig.update_layout(height=60 + 28 * B, margin=dict(t=10, b=30, l=60, r=10), yaxis=dict(autorange="reversed"),
+                      xaxis=dict(title="step"))
+    return go.FigureWidget(fig)
+
+# %% ../nbs/06_explorer.ipynb #0b3767e4
+def lanes_html(lanes: Lanes, colours: dict) -> str:
+    "One line per row: its prompt in grey, then its tokens coloured by exit."
+    rows = []
+    for b, prompt in enumerate(lanes.prompts):
+        spans = [_token_span(tok, colours[x], _exit_tip(t, x, c))
+                 for t, (tok, x, c) in enumerate(zip(lanes.tokens[b], lanes.exits[b], lanes.confidences[b]))]
+        rows.append(f'<div style="white-space:nowrap;overflow:hidden"><span style="color:#555">'
+                    f'{html.escape(prompt)}</span>{"".join(spans)}</div>')
+    return f'<div style="font-family:monospace;font-size:12px;line-height:1.8">{"".join(rows)}</div>'
+
+# %% ../nbs/06_explorer.ipynb #77778bd0
+def lanes_counters_html(c: dict, strategy: str) -> str:
+    why = {"all": "the whole batch runs them if any row wants to",
+           "gather": "only the rows that want them run them",
+           "latency": "every row runs every layer (tokens only released early)"}[strategy]
+    rows = [("rows x steps", f"{c['rows']} x {c['steps']}"),
+            ("wanted the upper layers", _pct(c["wanted"])),
+            ("ran the upper layers", f"{_pct(c['ran'])} ({why})"),
+            ("steps where every row was confident", _pct(c["all_confident"])),
+            ("cost: counted FLOPs", f"{_pct(c['counted_cost'])} of full depth")]
+    body = "".join(f"<tr><td style='padding:0 8px 0 0'>{a}</td><td><b>{b}</b></td></tr>" for a, b in rows)
+    return f"<table style='font-size:12px;line-height:1.25;white-space:nowrap'>{body}</table>"
+
+# %% ../nbs/06_explorer.ipynb #a9cd307f
+def _lane_controls(lx, threshold: float, strategy: str):
+    "The strategy selector and the threshold slider; each change re-records the batch."
+    lx.strategy_buttons = widgets.ToggleButtons(options=BATCH_STRATEGIES, value=strategy, description="strategy",
+                                                style=dict(button_width="70px"))
+    lx.threshold_slider = widgets.FloatSlider(value=threshold, min=0, max=1, step=0.01, description="threshold",
+                                              continuous_update=False, readout_format=".3f")
+    for w in (lx.strategy_buttons, lx.threshold_slider): w.observe(lambda _: lx._rerun(), "value")
+
+# %% ../nbs/06_explorer.ipynb #2c047305
+class LaneExplorer:
+    "A batch of prompts as lanes, each token coloured by its row's exit, under a batch strategy."
+    def __init__(self, model, tokenizer, prompts=BATCH_PROMPTS, n_new: int = 32, threshold: float = 0.5,
+                 strategy: str = "all", temperature: float = 0.0, seed: int = 0):
+        check_explorer_args("", n_new, threshold, "true exit", temperature, seed)
+        _check_lanes(prompts, strategy)
+        self.model, self.tokenizer, self.prompts, self.n_new = model, tokenizer, list(prompts), n_new
+        self.temperature, self.seed, self.colours = temperature, seed, exit_colours(model.exit_layers)
+        _lane_controls(self, threshold, strategy)
+        self.text, self.counters_html = widgets.HTML(), widgets.HTML()
+        self._rerun()
+        controls = widgets.HBox([self.strategy_buttons, self.threshold_slider])
+        self.widget = widgets.VBox([controls, self.text, self.counters_html, self.fig])
+
+    def set_strategy(self, strategy: str):
+        _check_lanes(self.prompts, strategy)
+        self.strategy_buttons.value = strategy
+    def set_threshold(self, v: float):
+        check_explorer_args("", self.n_new, v, "true exit", self.temperature, self.seed)
+        self.threshold_slider.value = v
+    def _ipython_display_(self):
+        from IPython.display import display
+        display(self.widget)
+
+# %% ../nbs/06_explorer.ipynb #2a0c7640
+@patch
+def _rerun(self: LaneExplorer):
+    "Record the batch for the current controls and redraw lanes, counters and cells."
+    self.lanes, self.result = record_lanes(self.model, self.tokenizer, self.prompts, self.n_new,
+                                           float(self.threshold_slider.value), self.strategy_buttons.value,
+                                           self.temperature, self.seed)
+    self.text.value = lanes_html(self.lanes, self.colours)
+    self.counters_html.value = lanes_counters_html(lane_counters(self.lanes, self.result), self.lanes.strategy)
+    fresh = lanes_figure(self.lanes)
+    if not hasattr(self, "fig"): self.fig = fresh
+    else: self.fig.data[0].update(z=fresh.data[0].z, x=fresh.data[0].x)

@@ -191,7 +191,8 @@ def test_self_spec_mode_draws_the_results_accept_pattern(temperature):
     # result's own accept pattern (eelab.speculate), or if the greedy text is not the full model's
     from eelab.explorer import ACCEPTED, VERIFIED
     model = tiny()
-    ex = Explorer(model, TOK, prompt="romeo:", n_new=30, mode="self-spec", temperature=temperature, draft_len=3)
+    ex = Explorer(model, TOK, prompt="romeo:", n_new=30, mode="self-spec", temperature=temperature,
+                  draft_len=3)
     res = ex.result
     assert res.method == "self_speculative" and res.draft_len == 3 and 0 < res.accepted < res.drafted
     pattern = res.from_draft[0].tolist()
@@ -239,3 +240,32 @@ def test_self_spec_controls_and_replay():
     ex.set_mode("true exit")
     assert (ex.draft_slider.layout.display, ex.threshold_slider.layout.display) == ("none", None)
     assert not any(s.name.startswith("verify pass") for s in ex.fig.layout.shapes)
+
+
+def test_batch_lanes_wanted_versus_ran():
+    # breaks if a lane's colours are not its row's exits, if "ran the upper layers" is not what the rows
+    # counted (eelab.batch's row_work), or if the counters do not show why `all` stops saving
+    from eelab.explorer import LaneExplorer, lane_counters, LANE_CODES
+    model = tiny()
+    prompts = ["romeo:", "juliet: a", "king", "the queen: o"]
+    lx = LaneExplorer(model, TOK, prompts=prompts, n_new=12, threshold=0.07, strategy="all")
+    got = {}
+    for strategy in ("all", "gather", "latency"):
+        lx.set_strategy(strategy)
+        lanes, res = lx.lanes, lx.result
+        assert res.batch_strategy == strategy and lanes.exits == res.token_exits.tolist()
+        for b, w in enumerate(res.row_work):          # the per-(row, step) rule == each row's counted work
+            assert w.layer_forwards == 12 * 2 + sum(lanes.ran_upper[b]) * 2
+        assert lx.text.value.count("<div style=\"white-space:nowrap") == 4
+        z = [list(row) for row in lx.fig.data[0].z]
+        assert all((z[b][t] == 2) == (x == 4) for b, row in enumerate(lanes.exits) for t, x in enumerate(row))
+        got[strategy] = c = lane_counters(lanes, res)
+        assert f"<b>{c['ran']:.1%} (" in lx.counters_html.value
+    assert got["all"]["ran"] > got["all"]["wanted"] > 0      # confident rows dragged through the upper layers
+    assert got["gather"]["ran"] == pytest.approx(got["gather"]["wanted"]) and got["latency"]["ran"] == 1.0
+    assert got["gather"]["counted_cost"] < got["all"]["counted_cost"] <= got["latency"]["counted_cost"]
+    assert LANE_CODES[1] == DISCARDED
+    with pytest.raises(ConfigError, match="strategy="):
+        lx.set_strategy("any")
+    with pytest.raises(ConfigError, match="prompts="):
+        LaneExplorer(model, TOK, prompts="romeo:")
