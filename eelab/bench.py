@@ -66,7 +66,7 @@ def _positive_int(name, value):
 
 # %% ../nbs/10_bench.ipynb #cf66227e
 def check_args(configs=("smoke",), budget="brief", thresholds=None, policies=None, estimators=ESTIMATORS,
-               repeats=20, warmup=3, new_tokens=32, prompts=8, draft_lens=DRAFT_LENS, draft_threshold=0.5):
+               repeats=20, warmup=3, new_tokens=32, prompts=8, draft_lens=DRAFT_LENS, draft_threshold=None):
     "ConfigError naming the first bad benchmark argument; nothing is trained before this passes."
     for name in configs:
         if name not in CONFIGS: raise ConfigError("configs", name, f"among {', '.join(CONFIGS)}")
@@ -81,8 +81,9 @@ def check_args(configs=("smoke",), budget="brief", thresholds=None, policies=Non
         _positive_int(name, v)
     for d in draft_lens:
         if d != "adaptive": _positive_int("draft_lens", d)
-    if not isinstance(draft_threshold, numbers.Real) or not 0 <= draft_threshold <= 1:
-        raise ConfigError("draft_threshold", draft_threshold, "a number in [0, 1]")
+    dt = draft_threshold
+    if dt is not None and (isinstance(dt, bool) or not isinstance(dt, numbers.Real) or not 0 <= dt <= 1):
+        raise ConfigError("draft_threshold", dt, "None (the recipe's exit threshold) or a number in [0, 1]")
 
 # %% ../nbs/10_bench.ipynb #88f56ed5
 def _prompts(trained, n: int, length: int, device) -> list[torch.Tensor]:
@@ -166,7 +167,8 @@ def _spec_row(config_name, e, draft, reuse, draft_threshold, timing, runs, full)
                acceptance_rate=accepted / drafted if drafted else 0.0,
                tokens_per_pass=sum(r.n_new for r in runs) / sum(len(r.passes) for r in runs),
                same_tokens=all(torch.equal(r.tokens, f.tokens) for r, f in zip(runs, full)),
-               thrown_away_share=spec.thrown_away.layer_forwards / spec.decode.layer_forwards,
+               thrown_away_share=sum(r.thrown_away.layer_forwards for r in runs)
+               / sum(r.decode.layer_forwards for r in runs),
                cached_s=timing["cached"]["median"], spec_s=timing[_spec_name(e, draft, reuse)]["median"],
                cached_flops=base.decode_flops, spec_flops=spec.decode_flops,
                spec_decode=vars(spec.decode).copy(), cached_decode=vars(base.decode).copy(),
@@ -303,7 +305,7 @@ def _train(name, budget, device, progress):
 def run_config(name: str, budget: str = "brief", thresholds=None, policies=None, estimators=ESTIMATORS,
                repeats: int = 20, warmup: int = 3, new_tokens: int = 32, prompt_tokens: int = 8,
                agreement_prompts: int = 8, device: str = "auto", progress: bool = False,
-               draft_lens=DRAFT_LENS, draft_threshold: float = 0.5, speculation: bool = True) -> dict:
+               draft_lens=DRAFT_LENS, draft_threshold: float | None = None, speculation: bool = True) -> dict:
     "Train/load config `name`, benchmark it; a dict with the config, the rows and the time breakdown."
     check_args([name], budget, thresholds, policies, estimators, repeats, warmup, new_tokens,
                agreement_prompts, draft_lens, draft_threshold)
@@ -315,8 +317,8 @@ def run_config(name: str, budget: str = "brief", thresholds=None, policies=None,
     windows = trained.corpus.windows("train")[:2000]
     rows = bench_model(model, prompts, new_tokens, _thresholds(trained.threshold, thresholds), policies,
                        estimators, repeats, warmup, name, windows)
-    spec = bench_speculation(model, prompts, new_tokens, draft_lens, draft_threshold, repeats, warmup,
-                             name) if speculation else []
+    dt = trained.threshold if draft_threshold is None else draft_threshold
+    spec = bench_speculation(model, prompts, new_tokens, draft_lens, dt, repeats, warmup, name) if speculation else []
     parts = profile_step(model, context=prompt_tokens + new_tokens // 2)
     _explain_rows(rows, spec, parts, new_tokens, model.n_layers)
     return dict(name=name, budget=budget, config=cfg.to_dict(), device=str(dev),
@@ -540,7 +542,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--estimators", nargs="+", default=list(ESTIMATORS),
                     help=f"among {tuple(ESTIMATOR_REGISTRY)}; learned: trained on the run's training windows")
     ap.add_argument("--draft-lens", nargs="+", type=_draft_len, default=list(DRAFT_LENS))
-    ap.add_argument("--draft-threshold", type=float, default=0.5, help="adaptive drafting's threshold")
+    ap.add_argument("--draft-threshold", type=float, default=None,
+                    help="adaptive drafting's threshold (default: the recipe's exit threshold)")
     ap.add_argument("--no-speculation", action="store_true", help="skip the self-speculation rows")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--html", action="store_true")
