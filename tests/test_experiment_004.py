@@ -50,3 +50,9 @@ def test_true_exit_ceiling_and_tables(results):
     assert len(tables["self-speculation (measured, predicted, acceptance)"]) == 6
     reuse = tables["what KV reuse buys"]
     assert (reuse.layer_forwards_per_token_reuse < reuse.layer_forwards_per_token_hf).all()  # saves layers
+
+
+def check_004(r):
+    "The checks above on one results.json (for tests/test_experiments.py's CHECKS table, if it runs 004 too)."
+    assert r["experiment"] == "004_self_speculation" and r["lossless"] is True
+    for check in (test_speculation_rows, test_true_exit_ceiling_and_tables): check(r)
