@@ -21,7 +21,7 @@ from .cost import FlopModel, WorkMeter, flop_model, full_depth_work, reference_c
 from .checkpoint import load_model
 from .generate import generate, GenerationResult, Step
 from .speculate import self_speculative
-from .batch import BATCH_STRATEGIES, batched_true_exit, left_pad, upper_rows
+from .batch import BATCH_STRATEGIES, BatchResult, batched_true_exit, left_pad, upper_rows
 
 # %% auto #0
 __all__ = ['MAX_NEW', 'MODES', 'DRAFT_LENS', 'SHALLOW', 'DEEP', 'SKIPPED', 'DISCARDED', 'ACCEPTED', 'VERIFIED', 'REJECTED',
@@ -46,7 +46,8 @@ def load_explorer_model(device="cpu") -> tuple[EarlyExitLM, Tokenizer, float]:
 
 # %% ../nbs/06_explorer.ipynb #bb5df181
 MAX_NEW = 256        # the "new tokens" slider's range is 1..MAX_NEW
-MODES = {"full": "cached", "fake exit": "fake_exit", "true exit": "true_exit", "self-spec": "self_speculative"}
+MODES = {"full": "cached", "fake exit": "fake_exit", "true exit": "true_exit",
+         "self-spec": "self_speculative"}
 DRAFT_LENS = range(1, 9)     # the "draft length" slider's range (self-spec only)
 
 def _is_int(v) -> bool: return isinstance(v, numbers.Integral) and not isinstance(v, bool)
@@ -71,7 +72,7 @@ def check_explorer_args(prompt, n_new, threshold, mode, temperature, seed, draft
 SHALLOW, DEEP = "#2a9d8f", "#e76f51"
 SKIPPED, DISCARDED = "#dee2e6", "#f6c9bb"    # depth strip: a layer that did not run / ran but was thrown away
 ACCEPTED, VERIFIED = SHALLOW, DEEP           # self-spec: an accepted draft / the verifier's own token
-REJECTED = DISCARDED                         # self-spec: a draft the verifier replaced (struck out in the text)
+REJECTED = DISCARDED                         # self-spec: a draft the verifier replaced (struck out)
 
 def _hex(rgb: str) -> str:
     "'rgb(233, 196, 106)' -> '#e9c46a'."
@@ -167,7 +168,8 @@ def from_steps(cls: Trace, steps: list[TokenStep], tokenizer, run: dict, seconds
                done: bool = True) -> Trace:
     "The trace of the steps so far; `run` holds the fields that do not change from step to step."
     spec = _spec_steps(steps) if run["method"] == "self_speculative" else {}
-    return cls(**run, **spec, tokens=[tokenizer.id_to_token(s.token) for s in steps], exits=[s.exit for s in steps],
+    return cls(**run, **spec, tokens=[tokenizer.id_to_token(s.token) for s in steps],
+               exits=[s.exit for s in steps],
                confidences=[s.confidence for s in steps], upper_cached=[s.upper_cached for s in steps],
                work=[s.work for s in steps], seconds=seconds, done=done)
 
@@ -409,7 +411,8 @@ def _spec_rows(trace: Trace, k: int, c: dict) -> list[tuple[str, str]]:
     s = trace.spec_counters(k)
     tpp = "–" if math.isnan(s["tokens_per_pass"]) else f"{s['tokens_per_pass']:.2f}"
     return [("verify passes", f"{s['passes']} ({tpp} tokens per pass)"),
-            ("acceptance rate", f"{_pct(s['acceptance_rate'])} ({s['accepted']} of {s['drafted']} drafts kept)"),
+            ("acceptance rate",
+             f"{_pct(s['acceptance_rate'])} ({s['accepted']} of {s['drafted']} drafts kept)"),
             ("layer forwards", f"{c['layer_forwards']} of {c['full_layer_forwards']} at full depth"),
             ("cost: counted FLOPs", f"{_pct(c['counted_cost'])} of full depth (the gain is time)"),
             ("text", _text_note(trace))]
@@ -473,7 +476,9 @@ def _controls(self: Explorer, prompt, n_new, threshold, mode, draft_len):
 @patch
 def _wire(self: Explorer):
     regenerate = lambda change: self._regenerate()
-    for w in (self.threshold_slider, self.mode_buttons, self.prompt_box, self.n_new_slider, self.draft_slider):
+    regenerating = (self.threshold_slider, self.mode_buttons, self.prompt_box, self.n_new_slider,
+                    self.draft_slider)
+    for w in regenerating:
         w.observe(regenerate, "value")
     widgets.link((self.play, "value"), (self.step_slider, "value"))
     self.step_slider.observe(lambda change: self.show(change["new"]), "value")
@@ -721,7 +726,7 @@ def _ran_upper(res, exits: torch.Tensor) -> torch.Tensor:
     return torch.stack([upper_rows(rule, exits[:, t])[0] for t in range(exits.shape[1])], 1)
 
 def record_lanes(model, tokenizer, prompts=BATCH_PROMPTS, n_new: int = 32, threshold: float = 0.5,
-                 strategy: str = "all", temperature: float = 0.0, seed: int = 0) -> tuple[Lanes, GenerationResult]:
+                 strategy: str = "all", temperature: float = 0.0, seed: int = 0) -> tuple[Lanes, BatchResult]:
     "One batched true-exit run of `prompts` (left padded): (lanes, result)."
     _check_lanes(prompts, strategy)
     rows = [torch.tensor(tokenizer.encode(p) or [tokenizer.pad_id]) for p in prompts]
@@ -746,7 +751,7 @@ def lane_counters(lanes: Lanes, res) -> dict:
                 ran=upper / (B * n), all_confident=all_exit / n, counted_cost=res.counted_cost)
 
 # %% ../nbs/06_explorer.ipynb #42ae8114
-LANE_CODES = (SHALLOW, DISCARDED, DEEP)     # exited and skipped / exited but ran the upper layers / needed them
+LANE_CODES = (SHALLOW, DISCARDED, DEEP)    # exited, skipped / exited, ran the upper anyway / needed them
 
 def _lane_code(lanes: Lanes, b: int, t: int) -> int:
     if lanes.exits[b][t] == lanes.n_layers: return 2
@@ -759,7 +764,8 @@ def lanes_figure(lanes: Lanes) -> go.FigureWidget:
     scale = [[(i + j) / 3, c] for i, c in enumerate(LANE_CODES) for j in (0, 1)]
     fig = go.Figure(go.Heatmap(z=z, x=list(range(n)), y=[f"row {b + 1}" for b in range(B)], zmin=-0.5,
                                zmax=2.5, colorscale=scale, showscale=False, xgap=1, ygap=2, name="lanes"))
-    fig.update_layout(height=60 + 28 * B, margin=dict(t=10, b=30, l=60, r=10), yaxis=dict(autorange="reversed"),
+    fig.update_layout(height=60 + 28 * B, margin=dict(t=10, b=30, l=60, r=10),
+                      yaxis=dict(autorange="reversed"),
                       xaxis=dict(title="step"))
     return go.FigureWidget(fig)
 
@@ -790,10 +796,11 @@ def lanes_counters_html(c: dict, strategy: str) -> str:
 # %% ../nbs/06_explorer.ipynb #a9cd307f
 def _lane_controls(lx, threshold: float, strategy: str):
     "The strategy selector and the threshold slider; each change re-records the batch."
-    lx.strategy_buttons = widgets.ToggleButtons(options=BATCH_STRATEGIES, value=strategy, description="strategy",
-                                                style=dict(button_width="70px"))
-    lx.threshold_slider = widgets.FloatSlider(value=threshold, min=0, max=1, step=0.01, description="threshold",
-                                              continuous_update=False, readout_format=".3f")
+    W = widgets
+    lx.strategy_buttons = W.ToggleButtons(options=BATCH_STRATEGIES, value=strategy, description="strategy",
+                                          style=dict(button_width="70px"))
+    lx.threshold_slider = W.FloatSlider(value=threshold, min=0, max=1, step=0.01, description="threshold",
+                                        continuous_update=False, readout_format=".3f")
     for w in (lx.strategy_buttons, lx.threshold_slider): w.observe(lambda _: lx._rerun(), "value")
 
 # %% ../nbs/06_explorer.ipynb #2c047305
@@ -829,7 +836,8 @@ def _rerun(self: LaneExplorer):
                                            float(self.threshold_slider.value), self.strategy_buttons.value,
                                            self.temperature, self.seed)
     self.text.value = lanes_html(self.lanes, self.colours)
-    self.counters_html.value = lanes_counters_html(lane_counters(self.lanes, self.result), self.lanes.strategy)
+    counts = lane_counters(self.lanes, self.result)
+    self.counters_html.value = lanes_counters_html(counts, self.lanes.strategy)
     fresh = lanes_figure(self.lanes)
     if not hasattr(self, "fig"): self.fig = fresh
     else: self.fig.data[0].update(z=fresh.data[0].z, x=fresh.data[0].x)
