@@ -11,12 +11,12 @@ from .config import ConfigError
 from .model import EarlyExitLM, WorkMeter
 from .cost import full_depth_work
 from .estimators import as_estimator
-from .generate import GenerationResult, Decision, FILLS, check_inputs, check_threshold, run_generation
+from .generate import GenerationResult, Decision, FILLS, check_inputs, check_threshold, run_generation, cached
 
 # %% auto #0
 __all__ = ['BATCH_STRATEGIES', 'left_pad', 'check_padding', 'RowMeters', 'RaggedCache', 'row_rope', 'ragged_layer',
            'ragged_layers', 'BatchRun', 'batch_prefill', 'batch_lower', 'batch_decide', 'upper_rows', 'batch_fill',
-           'batch_upper', 'batch_step', 'BatchResult', 'batched_true_exit']
+           'batch_upper', 'batch_step', 'BatchResult', 'batched_true_exit', 'bench_batch']
 
 # %% ../nbs/14_batch.ipynb #a5dfc809
 BATCH_STRATEGIES = ("all", "gather", "latency")
@@ -52,11 +52,10 @@ class RowMeters:
         self.counts = {f: torch.zeros(B, dtype=torch.long) for f in self.FIELDS}
 
     def add(self, name: str, rows, amount):
-        "Add `amount` (a number or (R,) tensor) to field `name` of `rows` ((R,) indices; None: all)."
-        amount = torch.as_tensor(amount).cpu().long().expand(self.counts[name].shape if rows is None else
-                                                            rows.shape)
+        "Add `amount` (a number or (R,) tensor) to field `name` of `rows` ((R,) distinct indices; None: all)."
+        if isinstance(amount, torch.Tensor): amount = amount.cpu()
         if rows is None: self.counts[name] += amount
-        else: self.counts[name].index_add_(0, rows.cpu(), amount)
+        else: self.counts[name][rows.cpu()] += amount
 
     def rows(self) -> list[WorkMeter]:
         B = len(self.counts["layer_forwards"])
@@ -65,25 +64,25 @@ class RowMeters:
 
 # %% ../nbs/14_batch.ipynb #9db29fdf
 class RaggedCache:
-    "Per layer: keys, values (B, S, nh, hs) by column, and `held` (L, B, S): which entries are real."
+    "Per layer: keys, values (B, nh, S, hs) by column, and `held` (L, B, S): which entries are real."
     def __init__(self, model: EarlyExitLM, B: int, S: int, device):
         mc = model.config
-        shape = (mc.n_layers, B, S, mc.num_heads, mc.head_dim)
+        shape = (mc.n_layers, B, mc.num_heads, S, mc.head_dim)
         dtype = next(model.parameters()).dtype
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.held = torch.zeros(mc.n_layers, B, S, dtype=torch.bool, device=device)
 
     def write(self, i: int, k, v, rows, c0: int, active):
-        "Store k, v (R, T, nh, hs) of `rows` at columns c0..c0+T-1 where `active` (R, T) is True."
+        "Store k, v (R, nh, T, hs) of `rows` at columns c0..c0+T-1 where `active` (R, T) is True."
         if active is None:                                       # every row, every column: a slice
-            self.k[i, rows if rows is not None else slice(None), c0:c0 + k.shape[1]] = k
-            self.v[i, rows if rows is not None else slice(None), c0:c0 + k.shape[1]] = v
-            self.held[i, rows if rows is not None else slice(None), c0:c0 + k.shape[1]] = True
+            sel, cols = rows if rows is not None else slice(None), slice(c0, c0 + k.shape[2])
+            self.k[i, sel, :, cols], self.v[i, sel, :, cols], self.held[i, sel, cols] = k, v, True
             return
         r, t = active.nonzero(as_tuple=True)                     # (n,) row in rows, column offset
         b = r if rows is None else rows[r]
-        self.k[i, b, c0 + t], self.v[i, b, c0 + t], self.held[i, b, c0 + t] = k[r, t], v[r, t], True
+        self.k[i, b, :, c0 + t], self.v[i, b, :, c0 + t] = k[r, :, t], v[r, :, t]    # (n, nh, hs)
+        self.held[i, b, c0 + t] = True
 
 # %% ../nbs/14_batch.ipynb #e1955df6
 def row_rope(model: EarlyExitLM, positions: torch.Tensor):
@@ -93,30 +92,34 @@ def row_rope(model: EarlyExitLM, positions: torch.Tensor):
     return cos.view(R, 1, T, -1), sin.view(R, 1, T, -1)
 
 # %% ../nbs/14_batch.ipynb #4d607570
+def _allowed(held, c0: int, T: int, own_held: bool):
+    "Mask (R, T, S') from held (R, S'): held columns up to the query's own, and the query's own column."
+    if T == 1 and own_held: return held[:, None]           # one new column, just written: nothing to add
+    col = torch.arange(held.shape[1], device=held.device)                 # (S',)
+    query_col = (c0 + torch.arange(T, device=held.device))[:, None]       # (T, 1)
+    return held[:, None] & (col <= query_col) | (col == query_col)
+
+# %% ../nbs/14_batch.ipynb #e0fdd20f
 def ragged_layer(model: EarlyExitLM, i: int, x, rows, c0: int, active, rope, cache: RaggedCache,
                  meters: RowMeters):
     "Layer i (0-based) on x (R, T, C) of `rows` at columns c0.., writing K/V where `active` (R, T)."
     block, T = model.layers[i], x.shape[1]
     def attend(a):
         q, k, v = block.attn.heads(a, rope)                              # (R, nh, T, hs)
-        cache.write(i, k.transpose(1, 2), v.transpose(1, 2), rows, c0, active)
+        cache.write(i, k, v, rows, c0, active)
         sel = rows if rows is not None else slice(None)
-        keys = cache.k[i, sel, :c0 + T].transpose(1, 2)                  # (R, nh, S', hs)
-        values = cache.v[i, sel, :c0 + T].transpose(1, 2)
-        col = torch.arange(c0 + T, device=x.device)                      # (S',)
-        query_col = (c0 + torch.arange(T, device=x.device))[:, None]     # (T, 1)
-        allowed = cache.held[i, sel, None, :c0 + T] & (col <= query_col)  # (R, T, S')
-        allowed |= col == query_col
+        keys, values = cache.k[i, sel, :, :c0 + T], cache.v[i, sel, :, :c0 + T]   # (R, nh, S', hs)
+        allowed = _allowed(cache.held[i, sel, :c0 + T], c0, T, active is None)  # (R, T, S')
         meters.add("attention_pairs", rows, allowed.sum((1, 2)))
         y = F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed[:, None])
         return block.attn.merge(y)
     meters.add("layer_forwards", rows, T)
     return block.around(x, attend)
 
-# %% ../nbs/14_batch.ipynb #e0fdd20f
-def ragged_layers(model, start: int, stop: int, x, rows, c0: int, active, positions, cache, meters):
-    "Layers start..stop-1 on x (R, T, C) of `rows` at per-row positions (R, T)."
-    rope = row_rope(model, positions)
+# %% ../nbs/14_batch.ipynb #b7408610
+def ragged_layers(model, start: int, stop: int, x, rows, c0: int, active, positions, cache, meters, rope=None):
+    "Layers start..stop-1 on x (R, T, C) of `rows` at per-row positions (R, T) (or their `rope`)."
+    rope = rope if rope is not None else row_rope(model, positions)
     for i in range(start, stop):
         x = ragged_layer(model, i, x, rows, c0, active, rope, cache, meters)
     return x
@@ -136,6 +139,7 @@ class BatchRun:
     queued: torch.Tensor = None    # (B, S) bool: recompute's waiting columns
     queued_h: torch.Tensor = None  # (B, S, C): their exit hidden states
     prefill_rows: list = None      # a WorkMeter per row: the prefill's work
+    per_step_work: bool = False    # count each step's work apart (someone listens: on_step)
 
     @property
     def L(self) -> int: return self.model.n_layers
@@ -156,9 +160,9 @@ def batch_prefill(run: BatchRun, prompt, mask):
 # %% ../nbs/14_batch.ipynb #1bcde1a1
 def batch_lower(run: BatchRun, token, c: int):
     "Layers 1..e on token (B, 1) at column c: (hidden, prev) each (B, 1, C)."
-    m, pos = run.model, run.positions(None, c, 1)
-    prev = ragged_layers(m, 0, run.e - 1, m.embed(token), None, c, None, pos, run.cache, run.meters)
-    h = ragged_layers(m, run.e - 1, run.e, prev, None, c, None, pos, run.cache, run.meters)
+    m, rope = run.model, row_rope(run.model, run.positions(None, c, 1))
+    prev = ragged_layers(m, 0, run.e - 1, m.embed(token), None, c, None, None, run.cache, run.meters, rope)
+    h = ragged_layers(m, run.e - 1, run.e, prev, None, c, None, None, run.cache, run.meters, rope)
     return h, prev
 
 # %% ../nbs/14_batch.ipynb #f1f87391
@@ -194,7 +198,7 @@ def batch_fill(run: BatchRun, h, exits, c: int):
         rope = row_rope(run.model, run.positions(rows, c, 1))
         for i in range(run.e, run.L):
             k, v = run.model.layers[i].kv_project(h[rows], rope)                 # (R, nh, 1, hs)
-            run.cache.write(i, k.transpose(1, 2), v.transpose(1, 2), rows, c, None)
+            run.cache.write(i, k, v, rows, c, None)
         run.meters.add("kv_fills", rows, run.L - run.e)
 
 # %% ../nbs/14_batch.ipynb #0fdbf706
@@ -272,11 +276,11 @@ def _decode_one_token(run: BatchRun, prompt, mask, latency: list):
         if pos == prompt.shape[1] - 1:
             batch_prefill(run, prompt, mask)
             run.prefill_rows = run.meters.rows()
-        before = run.meters.total()
+        before = run.meters.total() if run.per_step_work else None
         start = time.perf_counter()
         logits, exits, confidence, released = batch_step(run, tokens[:, pos:pos + 1], pos)
         latency.append(released - start)
-        meter += run.meters.total() - before
+        if before is not None: meter += run.meters.total() - before        # on_step's Step.work
         upper = run.cache.held[run.e, :, pos].cpu()
         return Decision(logits, exits, confidence, upper)
     return decode_one_token
@@ -304,7 +308,7 @@ def batched_true_exit(model: EarlyExitLM, prompt, n_new: int, threshold: float, 
     run = BatchRun(model, RaggedCache(model, B, S, prompt.device), est, threshold, fill, batch_strategy,
                    (~mask).sum(1), RowMeters(B), e, torch.zeros(B, S, dtype=torch.bool, device=prompt.device),
                    torch.zeros(B, S, model.config.dim, device=prompt.device))
-    latency = []
+    run.per_step_work, latency = on_step is not None, []
     step = _decode_one_token(run, prompt, mask, latency)
     measured = run_generation(model, prompt, n_new, step, None, None, temperature, generator, on_step, keep_logits)
     rows = [r - p for r, p in zip(run.meters.rows(), run.prefill_rows)]
@@ -315,3 +319,50 @@ def batched_true_exit(model: EarlyExitLM, prompt, n_new: int, threshold: float, 
                        unprocessed=int(run.queued.sum()), batch_strategy=batch_strategy, padding=run.pad.cpu(),
                        row_work=rows, token_latency=torch.stack(latency, 1),
                        **measured)
+
+# %% ../nbs/14_batch.ipynb #e5c68845
+def _cached_timed(model, x, n_new: int):
+    "cached(model, x, n_new) and its per-step seconds (n_new - 1,) from one step's end to the next."
+    stamps = []
+    res = cached(model, x, n_new, on_step=lambda step: stamps.append(time.perf_counter()))
+    return res, torch.tensor(stamps, dtype=torch.float64).diff()
+
+# %% ../nbs/14_batch.ipynb #f8c7740b
+def _upper_skipped(res: BatchResult, model) -> float:
+    "Share of (row, step) pairs whose upper layers did not run: what the strategy saved."
+    e, L = res.shallow_exit, model.n_layers
+    upper = res.decode.layer_forwards - res.token_exits.numel() * e            # counted upper-layer forwards
+    return 1 - upper / (res.token_exits.numel() * (L - e))
+
+# %% ../nbs/14_batch.ipynb #0541be3a
+def _row(B, strategy, seconds, base_seconds, per_token, tokens, full_tokens, flops, full_flops, n_new, **extra):
+    "One line of the batch table, from the repeats' measurements."
+    ratios = torch.tensor(base_seconds, dtype=torch.float64) / torch.tensor(seconds, dtype=torch.float64)
+    per_token = torch.cat(per_token) * 1e3
+    return dict(batch=B, strategy=strategy, tokens_per_s=B * n_new / float(torch.tensor(seconds).median()),
+                speedup=float(ratios.median()), p50_ms=float(per_token.quantile(0.5)),
+                p90_ms=float(per_token.quantile(0.9)), agreement=float((tokens == full_tokens).float().mean()),
+                flops=flops, flops_vs_full=flops / full_flops, **extra)
+
+# %% ../nbs/14_batch.ipynb #a511ecec
+def bench_batch(model, prompts: torch.Tensor, batch_sizes, n_new: int, threshold: float,
+                strategies=BATCH_STRATEGIES, fill=None, estimator=None, repeats: int = 3) -> list[dict]:
+    "The batch table: per batch size (the first B rows of `prompts` (N, P)) the full model and each strategy."
+    out = []
+    for B in batch_sizes:
+        x = prompts[:B]
+        runs = {s: [] for s in ("full", *strategies)}
+        for _ in range(repeats + 1):                      # the first round warms up and is dropped
+            runs["full"].append(_cached_timed(model, x, n_new))
+            for s in strategies:
+                f = None if s == "latency" else fill                 # latency runs every layer: oracle
+                runs[s].append(batched_true_exit(model, x, n_new, threshold, s, f, estimator=estimator))
+        full, base = runs["full"][1][0], [r.seconds for r, _ in runs["full"][1:]]
+        out.append(_row(B, "full", base, base, [d for _, d in runs["full"][1:]], full.new_tokens, full.new_tokens,
+                        full.decode_flops, full.decode_flops, n_new, upper_skipped=0.0))
+        for s in strategies:
+            rs = runs[s][1:]
+            out.append(_row(B, s, [r.seconds for r in rs], base, [r.token_latency.flatten() for r in rs],
+                            rs[0].new_tokens, full.new_tokens, rs[0].decode_flops, full.decode_flops, n_new,
+                            upper_skipped=_upper_skipped(rs[0], model)))
+    return out
