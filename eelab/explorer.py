@@ -21,14 +21,15 @@ from .cost import FlopModel, WorkMeter, flop_model, full_depth_work, reference_c
 from .checkpoint import load_model
 from .generate import generate, GenerationResult, Step
 from .speculate import self_speculative
+from .calibrate import Calibration, calibrate_table, loss_table
 from .batch import BATCH_STRATEGIES, BatchResult, batched_true_exit, left_pad, upper_rows
 
 # %% auto #0
 __all__ = ['MAX_NEW', 'MODES', 'DRAFT_LENS', 'SHALLOW', 'DEEP', 'SKIPPED', 'DISCARDED', 'ACCEPTED', 'VERIFIED', 'REJECTED',
-           'BATCH_PROMPTS', 'LANE_CODES', 'asset_path', 'load_explorer_model', 'check_explorer_args', 'exit_colours',
-           'legend_html', 'spec_legend_html', 'Trace', 'TokenStep', 'add_step', 'record', 'trace_figure', 'Explorer',
-           'trace_svg', 'Lanes', 'record_lanes', 'lane_counters', 'lanes_figure', 'lanes_html', 'lanes_counters_html',
-           'LaneExplorer']
+           'DELTAS', 'EPSILONS', 'BATCH_PROMPTS', 'LANE_CODES', 'asset_path', 'load_explorer_model',
+           'check_explorer_args', 'exit_colours', 'legend_html', 'spec_legend_html', 'Trace', 'TokenStep', 'add_step',
+           'record', 'trace_figure', 'Explorer', 'trace_svg', 'sampled_windows', 'guarantee_text', 'Lanes',
+           'record_lanes', 'lane_counters', 'lanes_figure', 'lanes_html', 'lanes_counters_html', 'LaneExplorer']
 
 # %% ../nbs/06_explorer.ipynb #83c4b910
 def asset_path(name: str) -> Path:
@@ -422,13 +423,14 @@ class Explorer:
     "Interactive view of one generation: controls, coloured text, counters, legend, bars, depth strip."
     def __init__(self, model: EarlyExitLM, tokenizer, prompt: str = "ROMEO:", n_new: int = 64,
                  threshold: float = 0.5, mode: str = "true exit", temperature: float = 0.8, seed: int = 0,
-                 estimator=None, draft_len: int = 4):
+                 estimator=None, draft_len: int = 4, calibration_windows=None):
         check_explorer_args(prompt, n_new, threshold, mode, temperature, seed, draft_len)
         self.model, self.tokenizer, self.temperature, self.seed = model, tokenizer, temperature, seed
         self.estimator = estimator              # true exit's confidence estimator (None: softmax max)
         self.colours = exit_colours(model.exit_layers)
         self.redraw_seconds = float("nan")      # the last regenerate + redraw, set by _regenerate
         self._controls(prompt, n_new, threshold, mode, draft_len)
+        self._calibration_controls(calibration_windows)
         self._wire()
         self.trace, self.result = record(*self._args())
         self.fig = trace_figure(self.trace, widget=True)
@@ -458,7 +460,8 @@ def _controls(self: Explorer, prompt, n_new, threshold, mode, draft_len):
     self.live_button = W.Button(description="live", layout=W.Layout(width="70px"),
                                 tooltip="generate again, drawing every token as it is made")
     self.mode_buttons = W.ToggleButtons(options=list(MODES), value=mode, description="mode",
-                                        style=dict(description_width="70px", button_width="80px"))
+                                        style=dict(description_width="70px", button_width="72px"),
+                                        layout=W.Layout(width="auto"))
     self.threshold_slider = W.FloatSlider(value=threshold, min=0, max=1, step=0.01, description="threshold",
                                           continuous_update=False, readout_format=".3f", style=narrow)
     self.draft_slider = W.IntSlider(value=draft_len, min=DRAFT_LENS[0], max=DRAFT_LENS[-1],
@@ -495,7 +498,8 @@ def _layout(self: Explorer):
     def row(*children): return W.HBox(list(children), layout=W.Layout(flex_flow="row wrap"))
     replay = (self.play, self.back_button, self.step_button, self.step_slider, self.speed_slider)
     self.controls = W.VBox([row(self.prompt_box, self.n_new_slider, self.live_button),
-                            row(self.mode_buttons, self.threshold_slider, self.draft_slider), row(*replay)])
+                            row(self.mode_buttons, self.threshold_slider, self.draft_slider,
+                                self.calibration_box), row(*replay)])
     self.text = W.HTML(layout=W.Layout(flex="1 1 0", max_height="160px", overflow="auto",
                                        margin="0 12px 0 0"))
     self.counters_html = W.HTML(layout=W.Layout(flex="0 0 430px"))
@@ -561,6 +565,8 @@ def _mode_controls(self: Explorer):
     spec = self.method == "self_speculative"
     self.draft_slider.layout.display = None if spec else "none"
     self.threshold_slider.layout.display = "none" if spec else None
+    no_windows = self.calibration_windows is None
+    self.calibration_box.layout.display = "none" if spec or no_windows else None
 
 # %% ../nbs/06_explorer.ipynb #d2d69c3f
 @patch
@@ -587,7 +593,8 @@ def show(self: Explorer, k: int, trace: Trace | None = None):
         self.fig.update_layout(_layout_updates(trace, k, trace.n if trace.done else self.n_new_slider.value))
     self.text.value = self.text_html(trace, k)
     self.counters_html.value = self.counters_table(trace, k)
-    self.legend.value = spec_legend_html() if trace.from_draft is not None else self._exit_legend
+    legend = spec_legend_html() if trace.from_draft is not None else self._exit_legend
+    self.legend.value = legend + self._guarantee_html(trace)
 
 # %% ../nbs/06_explorer.ipynb #58670eae
 def _exit_tip(t: int, exit_layer: int, conf: float) -> str:
@@ -694,6 +701,75 @@ def display_static(self: Explorer):
 def _ipython_display_(self: Explorer):
     from IPython.display import display
     display(self.widget)
+
+# %% ../nbs/06_explorer.ipynb #9922c879
+DELTAS, EPSILONS = (0.05, 0.1, 0.2), (0.01, 0.05, 0.1)      # the pickers' choices
+
+def sampled_windows(model, n: int = 200, length: int = 32, temperature: float = 0.8,
+                    seed: int = 0) -> torch.Tensor:
+    "(n, length + 1) windows the full model samples from random first tokens: calibration data, no download."
+    g = torch.Generator().manual_seed(seed)
+    first = torch.randint(model.config.vocab_size, (n, 1), generator=g)                     # (n, 1)
+    return generate(model, first, length, method="cached", temperature=temperature, generator=g).tokens
+
+# %% ../nbs/06_explorer.ipynb #93fd337f
+def _check_windows(windows):
+    if windows is None: return None
+    ok = isinstance(windows, torch.Tensor) and windows.dim() == 2 and not windows.is_floating_point()
+    if not (ok and windows.shape[0] >= 1 and windows.shape[1] >= 2):
+        shown = tuple(windows.shape) if isinstance(windows, torch.Tensor) else type(windows).__name__
+        raise ConfigError("calibration_windows", shown, "None or an integer tensor (N, T+1), N >= 1, T >= 1")
+    return windows
+
+# %% ../nbs/06_explorer.ipynb #3cdcdf6d
+@patch
+def _calibration_controls(self: Explorer, windows):
+    W, tight = widgets, dict(description_width="18px")
+    self.calibration_windows, self.calibration, self._loss_table = _check_windows(windows), None, None
+    self.delta_pick = W.Dropdown(options=DELTAS, value=0.1, description="δ", style=tight,
+                                 layout=W.Layout(width="88px"))
+    self.epsilon_pick = W.Dropdown(options=EPSILONS, value=0.05, description="ε", style=tight,
+                                   layout=W.Layout(width="88px"))
+    self.calibrate_button = W.Button(description="calibrated", layout=W.Layout(width="84px"),
+                                     tooltip="move the threshold to the Learn-then-Test threshold for δ and ε")
+    self.calibrate_button.on_click(lambda b: self.calibrate())
+    self.calibration_box = W.HBox([self.delta_pick, self.epsilon_pick, self.calibrate_button])
+
+# %% ../nbs/06_explorer.ipynb #ced7868a
+@patch
+def calibrate(self: Explorer, delta: float | None = None, epsilon: float | None = None) -> Calibration:
+    "The calibrated preset: Learn-then-Test on the given windows; the threshold slider moves there."
+    if self.calibration_windows is None:
+        raise ConfigError("calibration_windows", None, "windows (N, T+1) given to Explorer(...) to calibrate on")
+    delta = self.delta_pick.value if delta is None else delta
+    epsilon = self.epsilon_pick.value if epsilon is None else epsilon
+    if self._loss_table is None:
+        est = self.estimator or "softmax_max"
+        self._loss_table = loss_table(self.model, self.calibration_windows, est, "skip", "textual")
+    self.calibration = calibrate_table(self._loss_table, delta=delta, epsilon=epsilon)
+    if delta in DELTAS: self.delta_pick.value = delta
+    if epsilon in EPSILONS: self.epsilon_pick.value = epsilon
+    self.mode_buttons.value = "true exit"
+    if self.threshold != min(self.calibration.threshold, 1.0):
+        self.threshold_slider.value = min(self.calibration.threshold, 1.0)       # the observer regenerates
+    else: self.show(self.k)
+    return self.calibration
+
+# %% ../nbs/06_explorer.ipynb #1b97d503
+def guarantee_text(cal: Calibration) -> str:
+    "The calibrated threshold's promise, in words."
+    head = f"Calibrated (δ = {cal.delta:g}, ε = {cal.epsilon:g}, Learn-then-Test on {cal.n} windows): "
+    if cal.threshold > 1:
+        return head + "no exit threshold passes the test; only never exiting keeps the promise"
+    return head + (f"threshold {cal.threshold:.3f}. With probability ≥ {1 - cal.epsilon:.0%}, at most "
+                   f"{cal.delta:.0%} of tokens differ from the full model (teacher-forced on text like the "
+                   f"windows; measured on them: {cal.risk:.1%}, exit rate {cal.exit_rate:.0%})")
+
+@patch
+def _guarantee_html(self: Explorer, trace: Trace) -> str:
+    cal = getattr(self, "calibration", None)
+    if cal is None or trace.method != "true_exit" or trace.threshold != min(cal.threshold, 1.0): return ""
+    return f'<div class="eelab-guarantee" style="font-size:12px">{html.escape(guarantee_text(cal))}</div>'
 
 # %% ../nbs/06_explorer.ipynb #1836c31e
 BATCH_PROMPTS = ("ROMEO:", "JULIET:", "KING HENRY:", "First Citizen:")

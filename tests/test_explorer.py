@@ -269,3 +269,33 @@ def test_batch_lanes_wanted_versus_ran():
         lx.set_strategy("any")
     with pytest.raises(ConfigError, match="prompts="):
         LaneExplorer(model, TOK, prompts="romeo:")
+
+
+def test_calibrated_preset_moves_the_slider_and_states_the_guarantee():
+    # breaks if the preset's threshold is not Learn-then-Test's on the given windows (eelab.calibrate run
+    # on its own), if it leaves the mode or the slider elsewhere, or if the guarantee stays after a move
+    from eelab.calibrate import calibrate
+    from eelab.explorer import sampled_windows
+    model = tiny()
+    windows = sampled_windows(model, n=60, length=8, seed=1)
+    assert windows.shape == (60, 9)
+    ex = Explorer(model, TOK, n_new=8, threshold=0.5, mode="full", calibration_windows=windows)
+    for delta, epsilon in ((0.2, 0.1), (0.1, 0.05)):
+        cal = ex.calibrate(delta, epsilon)
+        own = calibrate(model, windows, "softmax_max", "skip", delta=delta, epsilon=epsilon)
+        assert (cal.threshold, cal.risk, cal.n) == (own.threshold, own.risk, 60)
+        assert ex.method == "true_exit" and ex.threshold == min(own.threshold, 1.0) == ex.result.threshold
+        assert (ex.delta_pick.value, ex.epsilon_pick.value) == (delta, epsilon)
+        words = (f"With probability ≥ {1 - epsilon:.0%}, at most {delta:.0%} of tokens differ from the "
+                 "full model")
+        assert own.threshold <= 1 and words in ex.legend.value          # an exit threshold was certified
+        assert "eelab-guarantee" in ex.legend.value
+    ex.set_threshold(0.0 if ex.threshold > 0 else 0.5)
+    assert "eelab-guarantee" not in ex.legend.value
+    with pytest.raises(ConfigError, match="delta="):
+        ex.calibrate(1.5, 0.05)
+    with pytest.raises(ConfigError, match="calibration_windows="):
+        Explorer(model, TOK, n_new=4).calibrate()
+    with pytest.raises(ConfigError, match="calibration_windows="):
+        Explorer(model, TOK, n_new=4, calibration_windows=torch.rand(3, 5))
+    assert Explorer(model, TOK, n_new=4).calibration_box.layout.display == "none"     # no windows, no preset
