@@ -678,12 +678,15 @@ def main(argv=None):
     ap.add_argument("--recipe", choices=CHOICES["recipe"])
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="change config fields")
     ap.add_argument("--no-progress", action="store_true", help="no tqdm bar (the epoch lines stay)")
+    ap.add_argument("--interrupt-after", nargs="*", default=[], metavar="PHASE=STEPS",
+                    help="tests: stop like a kill after STEPS optimizer steps of PHASE (phase1, phase2, joint)")
     args = ap.parse_args(argv)
+    interrupt = {k: int(v) for k, v in (item.split("=", 1) for item in args.interrupt_after)}
     cfg = cli_config(args.config, args.recipe, args.set)
     rank, world = _init_distributed(cfg)
     if rank: sys.stdout = open(os.devnull, "w")                    # one log: rank 0's
     print(f"training {cfg.recipe} on {cfg.corpus} in {world} process(es) -> {checkpoint_dir(cfg)}")
-    run = train_two_phase(cfg, progress=not args.no_progress)
+    run = train_two_phase(cfg, progress=not args.no_progress, interrupt_after_steps=interrupt)
     if run is not None: print(json.dumps(dict(reported=run.metrics["reported"], seconds=run.seconds), indent=2))
     if world > 1: torch.distributed.destroy_process_group()
 
