@@ -140,8 +140,8 @@ class ExperimentConfig(DictConfig):
     seed: int = 0
     device: str = "auto"              # auto = cuda, then mps, then cpu
     def __post_init__(self): self.validate()
+    # validate: each field's type and range (from its annotation), then the fields that depend on each other
     def validate(self):
-        "Each field's type and range (from its annotation), then the fields that depend on each other."
         for f in fields(self): setattr(self, f.name, _check_field(f.name, f.type, getattr(self, f.name)))
         _check_relations(self)
 

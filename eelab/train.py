@@ -260,7 +260,8 @@ def train_phase(model, *, batches, n_batches, loss_fn, score_fn, lr, weight_deca
                                        interrupt_after_steps, precision)
         scores = _from_rank0(score_fn(model))
         best = _end_epoch(model, state, best, scores, train_loss, time.perf_counter() - t0, desc, max_epochs)
-        if progress_path is not None and rank == 0: save_progress(progress_path, model, best, opt, params, state)
+        if progress_path is not None and rank == 0:            # under torchrun only rank 0 writes
+            save_progress(progress_path, model, best, opt, params, state)
     load_tensors(model, best)
     return dict(history=state["history"], epochs_run=state["epoch"], best_epoch=state["best_epoch"],
                 best_val_ppl=state["best_val"])
@@ -624,7 +625,8 @@ def train_joint(cfg: ExperimentConfig, progress: bool = True, interrupt_after_st
     with _rank0_lock(folder):
         if has_run(cfg): return load_run(cfg, corpus, device)
         windows, t_start = _windows(cfg, corpus), time.perf_counter()
-        model, res = _joint_phase(cfg, corpus.tokenizer.vocab_size, windows, folder, device, common, interrupt)
+        vocab_size = corpus.tokenizer.vocab_size
+        model, res = _joint_phase(cfg, vocab_size, windows, folder, device, common, interrupt)
         if _rank_world()[0]: return None                  # torchrun: rank 0 evaluates and saves
         seconds = dict(joint=time.perf_counter() - t_start)
         metrics = _evaluate_joint(cfg, recipe, model, windows)
@@ -678,8 +680,8 @@ def main(argv=None):
     ap.add_argument("--recipe", choices=CHOICES["recipe"])
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="change config fields")
     ap.add_argument("--no-progress", action="store_true", help="no tqdm bar (the epoch lines stay)")
-    ap.add_argument("--interrupt-after", nargs="*", default=[], metavar="PHASE=STEPS",
-                    help="tests: stop like a kill after STEPS optimizer steps of PHASE (phase1, phase2, joint)")
+    stop = "tests: stop as if killed after STEPS optimizer steps of PHASE (phase1|phase2|joint)"
+    ap.add_argument("--interrupt-after", nargs="*", default=[], metavar="PHASE=STEPS", help=stop)
     args = ap.parse_args(argv)
     interrupt = {k: int(v) for k, v in (item.split("=", 1) for item in args.interrupt_after)}
     cfg = cli_config(args.config, args.recipe, args.set)
@@ -687,7 +689,8 @@ def main(argv=None):
     if rank: sys.stdout = open(os.devnull, "w")                    # one log: rank 0's
     print(f"training {cfg.recipe} on {cfg.corpus} in {world} process(es) -> {checkpoint_dir(cfg)}")
     run = train_two_phase(cfg, progress=not args.no_progress, interrupt_after_steps=interrupt)
-    if run is not None: print(json.dumps(dict(reported=run.metrics["reported"], seconds=run.seconds), indent=2))
+    if run is not None:
+        print(json.dumps(dict(reported=run.metrics["reported"], seconds=run.seconds), indent=2))
     if world > 1: torch.distributed.destroy_process_group()
 
 # %% ../nbs/05_train.ipynb #735ea35e
