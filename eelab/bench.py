@@ -19,8 +19,8 @@ from .report import time_interleaved
 # %% auto #0
 __all__ = ['BUDGETS', 'CONFIGS', 'SCALE', 'POLICIES', 'ESTIMATORS', 'DRAFT_LENS', 'DEFAULT_THRESHOLDS', 'bench_config',
            'exit_kwargs', 'spec_kwargs', 'check_args', 'step_times', 'bench_model', 'bench_speculation', 'ceiling',
-           'profile_step', 'explain', 'predict_speculation', 'run_config', 'best_row', 'targets', 'spec_targets',
-           'write_json', 'bench_figure', 'spec_figure', 'format_report', 'run_bench', 'main']
+           'profile_step', 'explain', 'predict_speculation', 'estimator_thresholds', 'run_config', 'best_row',
+           'targets', 'spec_targets', 'write_json', 'bench_figure', 'spec_figure', 'format_report', 'run_bench', 'main']
 
 # %% ../nbs/10_bench.ipynb #9de77379
 BUDGETS = ("full", "brief")
@@ -140,13 +140,15 @@ def bench_model(model, prompts: list, new_tokens: int = 32, thresholds=(0.5, 0.9
     full = [cached(model, p, new_tokens) for p in prompts]         # greedy full depth: the reference
     name = lambda pol, est: f"{pol}/{est}"
     variants = {(pol, est): exit_kwargs(pol, est, model, windows) for pol in policies for est in estimators}
+    grids = thresholds if isinstance(thresholds, dict) else {est: thresholds for est in estimators}
     rows = []
-    for threshold in thresholds:
+    for threshold in sorted({t for est in estimators for t in grids[est]}):
+        active = {k: kw for k, kw in variants.items() if threshold in grids[k[1]]}   # on this estimator's grid
         methods = {"cached": lambda: cached(model, prompt, new_tokens)}
-        for (pol, est), kw in variants.items():
+        for (pol, est), kw in active.items():
             methods[name(pol, est)] = (lambda kw=kw: true_exit(model, prompt, new_tokens, threshold, **kw))
         timing = time_interleaved(methods, repeats=repeats, warmup=warmup)
-        for (pol, est), kw in variants.items():
+        for (pol, est), kw in active.items():
             runs = [true_exit(model, p, new_tokens, threshold, **kw) for p in prompts]
             rows.append(_exit_row(config_name, pol, est, threshold, new_tokens, timing, name(pol, est), runs,
                                   full, model, prompt, kw))
@@ -292,6 +294,13 @@ def _thresholds(recipe_threshold, given):
     around = {round(x, 4) for x in (t, 1.5 * t, 2 * t, 3 * t) if x < 1}
     return sorted(around | set(given or DEFAULT_THRESHOLDS))
 
+# %% ../nbs/10_bench.ipynb #52c4533d
+def estimator_thresholds(estimators, recipe_threshold: float, given=None, n: int = 5) -> dict:
+    "{estimator: thresholds}: softmax_max around the recipe's threshold; any other on its own grid."
+    own = lambda est: sorted(set(given) if given else set(ESTIMATOR_REGISTRY[est].thresholds(n)) | {1.01})
+    return {est: _thresholds(recipe_threshold, given) if est == "softmax_max" else own(est)
+            for est in estimators}
+
 # %% ../nbs/10_bench.ipynb #f813af58
 def _train(name, budget, device, progress):
     from eelab.train import train_two_phase
@@ -315,8 +324,8 @@ def run_config(name: str, budget: str = "brief", thresholds=None, policies=None,
     torch.manual_seed(0)
     prompts = _prompts(trained, agreement_prompts, prompt_tokens, dev)
     windows = trained.corpus.windows("train")[:2000]
-    rows = bench_model(model, prompts, new_tokens, _thresholds(trained.threshold, thresholds), policies,
-                       estimators, repeats, warmup, name, windows)
+    grids = estimator_thresholds(estimators, trained.threshold, thresholds)
+    rows = bench_model(model, prompts, new_tokens, grids, policies, estimators, repeats, warmup, name, windows)
     dt = trained.threshold if draft_threshold is None else draft_threshold
     spec = bench_speculation(model, prompts, new_tokens, draft_lens, dt, repeats, warmup, name) if speculation else []
     parts = profile_step(model, context=prompt_tokens + new_tokens // 2)

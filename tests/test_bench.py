@@ -145,3 +145,22 @@ def test_ceiling_by_hand():
     first = [next(e for e in (1, 2, 3) if top[e][i] == top[3][i]) for i in range(50)]
     assert ce["tokens"] == 50 and ce["histogram"] == {e: first.count(e) / 50 for e in (1, 2, 3)}
     assert abs(ce["layer_speedup"] - 3 / (sum(first) / 50)) < 1e-12
+
+
+def test_each_estimator_on_its_own_grid():
+    # issue 13 §3: saturation is benchmarked on its own range (0.95-0.999), softmax_max around the recipe's
+    # threshold; rows exist exactly at each estimator's thresholds (breaks if a shared grid is used)
+    import torch
+    from eelab.bench import bench_model, estimator_thresholds
+    from eelab.estimators import Saturation
+    from eelab.model import EarlyExitLM, ModelConfig
+    grids = estimator_thresholds(["softmax_max", "saturation"], 0.2)
+    assert grids["saturation"] == sorted(set(Saturation.thresholds(5)) | {1.01})
+    assert 0.2 in grids["softmax_max"] and 0.999 not in grids["softmax_max"]
+    assert estimator_thresholds(["saturation"], 0.2, given=[0.5])["saturation"] == [0.5]
+    torch.manual_seed(0)
+    mc = ModelConfig(vocab_size=20, dim=16, num_heads=2, n_layers=4, exit_layers=(2, 4))
+    model, prompt = EarlyExitLM(mc).eval(), torch.randint(0, 20, (1, 4))
+    rows = bench_model(model, [prompt], 4, grids, ["skip"], list(grids), repeats=1, warmup=0)
+    for est, grid in grids.items():
+        assert sorted(r["threshold"] for r in rows if r["estimator"] == est) == grid, est
