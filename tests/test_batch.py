@@ -126,3 +126,14 @@ def test_bad_input_named(model, ragged):
         batched_true_exit(model, batch, 2, 0.5, "gather", "copy", mask)
     with pytest.raises(ConfigError, match="batched_true_exit"):
         true_exit(model, batch, 2, 0.5)                       # true_exit's batch error names the batched path
+
+
+def test_on_step_work_sums_to_decode(model, ragged):
+    # breaks if a step's work is lost or counted twice when someone listens, or steps arrive out of order
+    _, batch, mask = ragged
+    steps = []
+    res = batched_true_exit(model, batch, N_NEW, THRESHOLD, "gather", "recompute", mask, on_step=steps.append)
+    assert [s.index for s in steps] == list(range(N_NEW))
+    assert sum((s.work for s in steps), WorkMeter()) == res.decode
+    assert torch.equal(torch.stack([s.token for s in steps], 1), res.new_tokens)
+    assert torch.equal(torch.stack([s.exit for s in steps], 1), res.token_exits)
