@@ -628,9 +628,9 @@ def train_joint(cfg: ExperimentConfig, progress: bool = True, interrupt_after_st
         vocab_size = corpus.tokenizer.vocab_size
         model, res = _joint_phase(cfg, vocab_size, windows, folder, device, common, interrupt)
         if _rank_world()[0]: return None                  # torchrun: rank 0 evaluates and saves
-        seconds = dict(joint=time.perf_counter() - t_start)
+        seconds = dict(phase1=time.perf_counter() - t_start, phase2=0.0)       # phase1: the joint phase
         metrics = _evaluate_joint(cfg, recipe, model, windows)
-        seconds["evaluation"] = time.perf_counter() - t_start - seconds["joint"]
+        seconds["evaluation"] = time.perf_counter() - t_start - seconds["phase1"]
         seconds["total"] = time.perf_counter() - t_start
         threshold, history = metrics["reported"]["threshold"], dict(phase1=res["history"], phase2=[])
         epochs = dict(phase1=[res["epochs_run"], res["best_epoch"]], phase2=[0, 0])
