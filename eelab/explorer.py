@@ -459,9 +459,8 @@ def _controls(self: Explorer, prompt, n_new, threshold, mode, draft_len):
                                     continuous_update=False, style=dict(description_width="80px"))
     self.live_button = W.Button(description="live", layout=W.Layout(width="70px"),
                                 tooltip="generate again, drawing every token as it is made")
-    self.mode_buttons = W.ToggleButtons(options=list(MODES), value=mode, description="mode",
-                                        style=dict(description_width="70px", button_width="72px"),
-                                        layout=W.Layout(width="auto"))
+    self.mode_buttons = W.ToggleButtons(options=list(MODES), value=mode, style=dict(button_width="80px"),
+                                        tooltips=[f"mode: {m}" for m in MODES], layout=W.Layout(width="356px"))
     self.threshold_slider = W.FloatSlider(value=threshold, min=0, max=1, step=0.01, description="threshold",
                                           continuous_update=False, readout_format=".3f", style=narrow)
     self.draft_slider = W.IntSlider(value=draft_len, min=DRAFT_LENS[0], max=DRAFT_LENS[-1],
@@ -875,7 +874,7 @@ def _lane_controls(lx, threshold: float, strategy: str):
     W = widgets
     lx.strategy_buttons = W.ToggleButtons(options=BATCH_STRATEGIES, value=strategy, description="strategy",
                                           style=dict(button_width="70px"))
-    lx.threshold_slider = W.FloatSlider(value=threshold, min=0, max=1, step=0.01, description="threshold",
+    lx.threshold_slider = W.FloatSlider(value=threshold, min=0, max=1, step=0.01, description="exit if ≥",
                                         continuous_update=False, readout_format=".3f")
     for w in (lx.strategy_buttons, lx.threshold_slider): w.observe(lambda _: lx._rerun(), "value")
 
