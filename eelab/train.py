@@ -18,8 +18,8 @@ from .checkpoint import (TrainedRun, state_tensors, load_tensors, save_model, lo
 # %% auto #0
 __all__ = ['ABLATION', 'fused_linear_cross_entropy', 'token_stats', 'ppl', 'TrainingInterrupted', 'train_phase', 'length_one_ppl',
            'hard_token_weights', 'evaluate_split', 'train_two_phase', 'plot_history', 'layer_drop_probs',
-           'joint_hidden', 'exit_weights', 'distill_loss', 'shallow_part', 'train_joint', 'exit_agreement', 'ablation',
-           'cli_config', 'main']
+           'layer_keep_masks', 'joint_hidden', 'exit_weights', 'distill_loss', 'shallow_part', 'train_joint',
+           'exit_agreement', 'ablation', 'cli_config', 'main']
 
 # %% ../nbs/05_train.ipynb #6a9f29b8
 def _chunk_loss_and_grad(hc, weight, yc, wc, need_grad: bool = True):
@@ -507,16 +507,20 @@ def layer_drop_probs(n_layers: int, p_max: float) -> torch.Tensor:
     return (p_max * (torch.exp(depth * math.log(2) / (n_layers - 1)) - 1)).float()
 
 # %% ../nbs/05_train.ipynb #2abfebc8
-def joint_hidden(model, x, drop_probs=None) -> dict:
-    "forward_hidden with per-sample layer dropout: {exit: hidden state (B, T, C) as its head sees it}."
+def layer_keep_masks(drop_probs: torch.Tensor, batch_size: int, seed: int) -> torch.Tensor:
+    "(L, batch_size) bool: True where the sample keeps layer l; a function of `seed` alone."
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(len(drop_probs), batch_size, generator=g) >= drop_probs[:, None]
+
+# %% ../nbs/05_train.ipynb #2955e15f
+def joint_hidden(model, x, keep=None) -> dict:
+    "forward_hidden with per-sample layer dropout (keep: (L, B) bool): {exit: hidden state (B, T, C)}."
     B, T = x.shape
     positions = torch.arange(T, device=x.device)
     rope, h, out = model.rope(positions), model.embed(x), {}               # h (B, T, C)
     for i, layer in enumerate(model.layers):
         y = layer(h, rope, positions)
-        if drop_probs is not None and drop_probs[i] > 0:
-            keep = torch.rand(B, device=x.device) >= drop_probs[i]          # (B,) per sample
-            y = torch.where(keep[:, None, None], y, h)
+        if keep is not None: y = torch.where(keep[i, :, None, None], y, h)   # a dropped sample skips it
         h = y
         if i + 1 in model.exit_layers: out[i + 1] = model.head(i + 1).hidden(h)
     return out
@@ -547,11 +551,20 @@ def distill_loss(h_student, h_teacher, w_student, w_teacher, chunk: int = 256):
     return total / hs.shape[0]
 
 # %% ../nbs/05_train.ipynb #31659b93
+def _keep_masks(cfg, model, x, step):
+    "This process's slice (L, B) of the global batch's layer-dropout masks at `step`; None if none."
+    if not (model.training and cfg.layer_dropout): return None
+    rank, world = _rank_world()
+    B = x.shape[0]
+    probs = layer_drop_probs(model.n_layers, cfg.layer_dropout)
+    keep = layer_keep_masks(probs, B * world, cfg.seed * 1_000_003 + step)    # (L, global batch)
+    return keep[:, rank * B:(rank + 1) * B].to(x.device)
+
+# %% ../nbs/05_train.ipynb #58059be6
 def _joint_loss(cfg, total_steps):
     def loss_fn(model, batch):
         x, y, step = batch
-        probs = layer_drop_probs(model.n_layers, cfg.layer_dropout) if model.training else None
-        hidden = joint_hidden(model, x, probs)                                 # {exit: (B, T, C)}
+        hidden = joint_hidden(model, x, _keep_masks(cfg, model, x, step))      # {exit: (B, T, C)}
         weights = exit_weights(cfg.joint_weights, model.exit_layers, step, total_steps)
         loss = 0.0
         for e, h in hidden.items():

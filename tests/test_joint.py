@@ -3,8 +3,8 @@ import math
 import pytest, torch
 from eelab.config import ExperimentConfig, ConfigError, smoke_config
 from eelab.model import EarlyExitLM, ModelConfig
-from eelab.train import (_joint_loss, _lm_loss, layer_drop_probs, exit_weights, joint_hidden, distill_loss,
-                         train_two_phase)
+from eelab.train import (_joint_loss, _lm_loss, layer_drop_probs, layer_keep_masks, exit_weights,
+                         joint_hidden, distill_loss, train_two_phase)
 
 
 def _model(n_layers=4, exits=(2, 4), seed=0):
@@ -38,12 +38,13 @@ def test_layer_dropout_is_per_sample_and_every_parameter_gets_a_gradient():
     # a dropped sample's hidden state skips the layer; the layer still runs (DDP sees every parameter)
     model = _model().train()
     x, y = _batch()
-    torch.manual_seed(0)
-    probs = torch.tensor([0.0, 0.0, 0.0, 0.5])
-    h_drop = joint_hidden(model, x, probs)[4]
-    h_full = joint_hidden(model, x)[4]
+    keep = layer_keep_masks(torch.tensor([0.0, 0.0, 0.0, 0.5]), 4, seed=0)       # (L, B)
+    assert keep[:3].all() and keep[3].any() and not keep[3].all(), keep           # seed 0: 2 of 4 dropped
+    h_drop, h_full = joint_hidden(model, x, keep)[4], joint_hidden(model, x)[4]
     same = [torch.equal(h_drop[b], h_full[b]) for b in range(4)]
-    assert any(same) and not all(same), same          # with seed 0: some samples dropped, some not
+    assert same == keep[3].tolist()
+    rates = layer_keep_masks(layer_drop_probs(4, 0.3), 200_000, seed=1).float().mean(1)
+    torch.testing.assert_close(rates, 1 - layer_drop_probs(4, 0.3), rtol=0, atol=0.005)
     cfg = ExperimentConfig(recipe="joint", joint_weights="rotational", layer_dropout=0.9)
     _joint_loss(cfg, 10)(model, (x, y, 0)).backward()     # step 0: only the shallow exit has weight
     assert all(p.grad is not None for p in model.parameters())

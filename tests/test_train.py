@@ -5,15 +5,20 @@ from eelab.checkpoint import checkpoint_dir
 from eelab.train import train_two_phase, TrainingInterrupted
 
 
-@pytest.mark.parametrize("recipe,phase", [("reference", "phase1"), ("clean", "phase2")])
+# joint: layer dropout and the gradual curriculum depend on the step, which a resume must restore
+JOINT = dict(layer_dropout=0.3, joint_weights="gradual", distill=0.5)
+
+
+@pytest.mark.parametrize("recipe,phase", [("reference", "phase1"), ("clean", "phase2"), ("joint", "joint")])
 def test_interrupted_run_resumes_to_the_same_result(phase, recipe, tmp_path, monkeypatch, capsys):
     cfg = smoke_config(recipe=recipe, seed=11, phase1_max_epochs=2, phase2_max_epochs=2, phase1_patience=0,
-                       phase2_patience=0)
+                       phase2_patience=0, **(JOINT if recipe == "joint" else {}))
     monkeypatch.setenv("EELAB_DATA", str(tmp_path / "straight"))
     straight = train_two_phase(cfg, progress=False)
     # a plain-text line per epoch with an ETA (a tqdm widget is invisible under papermill, issue 8)
     printed = capsys.readouterr().out
-    assert "phase 1 epoch 1/2: train loss" in printed and "ETA at most" in printed, printed
+    assert f"{'joint' if recipe == 'joint' else 'phase 1'} epoch 1/2: train loss" in printed, printed
+    assert "ETA at most" in printed, printed
     monkeypatch.setenv("EELAB_DATA", str(tmp_path / "interrupted"))
     with pytest.raises(TrainingInterrupted):
         train_two_phase(cfg, progress=False, interrupt_after_steps={phase: 5 if phase == "phase2" else 40})
