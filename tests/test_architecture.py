@@ -3,6 +3,7 @@
 The table in index.ipynb ("How the library is built") states the same order; `test_index_table_matches`
 keeps the two from drifting apart.
 """
+
 import ast
 import re
 from pathlib import Path
@@ -17,9 +18,9 @@ FLOORS = [
     ["model"],
     ["cache", "estimators"],
     ["generate"],
-    ["speculate", "exits", "hf"],
-    ["checkpoint"],
-    ["train", "report", "explorer"],      # one floor: the report and the explorer do not need the trainer
+    ["speculate", "exits", "hf", "batch"],
+    ["checkpoint", "calibrate"],
+    ["train", "report", "explorer"],  # one floor: the report and the explorer do not need the trainer
     ["bench"],
     ["lab"],
 ]
@@ -36,9 +37,9 @@ def imported_eelab_modules(name: str, source: str | None = None) -> set[str]:
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:                  # from .model import ...
+            if node.level == 1 and node.module:  # from .model import ...
                 found.add(node.module.split(".")[0])
-            elif node.level == 1:                                # from . import model
+            elif node.level == 1:  # from . import model
                 found.update(a.name for a in node.names)
             elif node.module and node.module.startswith("eelab."):
                 found.add(node.module.split(".")[1])
@@ -65,8 +66,10 @@ def test_no_module_imports_one_above_it():
 
 def test_the_checker_sees_every_import_form():
     "The rule above can fail: each way of importing an eelab module is seen, inside functions too."
-    src = ("import torch\nfrom .cache import KVCache\nfrom . import data\nimport eelab.bench\n"
-           "def f():\n    from eelab.train import x\n    from eelab import report\n")
+    src = (
+        "import torch\nfrom .cache import KVCache\nfrom . import data\nimport eelab.bench\n"
+        "def f():\n    from eelab.train import x\n    from eelab import report\n"
+    )
     assert imported_eelab_modules("model", src) == {"cache", "data", "bench", "train", "report"}
 
 
@@ -75,5 +78,7 @@ def test_index_table_matches():
     text = (ROOT / "index.ipynb").read_text()
     rows = re.findall(r"\|\s*`eelab\.(\w+)`\s*\|", text)
     assert rows, "index.ipynb has no architecture table with `eelab.<module>` rows"
-    assert set(rows) == set(modules()), (sorted(set(rows) ^ set(modules())))
-    assert [FLOOR[r] for r in rows] == sorted(FLOOR[r] for r in rows), "index.ipynb lists modules out of floor order"
+    assert set(rows) == set(modules()), sorted(set(rows) ^ set(modules()))
+    assert [FLOOR[r] for r in rows] == sorted(FLOOR[r] for r in rows), (
+        "index.ipynb lists modules out of floor order"
+    )
