@@ -143,7 +143,8 @@ def bench_model(model, prompts: list, new_tokens: int = 32, thresholds=(0.5, 0.9
     grids = thresholds if isinstance(thresholds, dict) else {est: thresholds for est in estimators}
     rows = []
     for threshold in sorted({t for est in estimators for t in grids[est]}):
-        active = {k: kw for k, kw in variants.items() if threshold in grids[k[1]]}   # on this estimator's grid
+        # the variants whose estimator has this threshold on its own grid
+        active = {k: kw for k, kw in variants.items() if threshold in grids[k[1]]}
         methods = {"cached": lambda: cached(model, prompt, new_tokens)}
         for (pol, est), kw in active.items():
             methods[name(pol, est)] = (lambda kw=kw: true_exit(model, prompt, new_tokens, threshold, **kw))
@@ -325,9 +326,12 @@ def run_config(name: str, budget: str = "brief", thresholds=None, policies=None,
     prompts = _prompts(trained, agreement_prompts, prompt_tokens, dev)
     windows = trained.corpus.windows("train")[:2000]
     grids = estimator_thresholds(estimators, trained.threshold, thresholds)
-    rows = bench_model(model, prompts, new_tokens, grids, policies, estimators, repeats, warmup, name, windows)
+    rows = bench_model(model, prompts, new_tokens, grids, policies, estimators, repeats, warmup, name,
+                       windows)
     dt = trained.threshold if draft_threshold is None else draft_threshold
-    spec = bench_speculation(model, prompts, new_tokens, draft_lens, dt, repeats, warmup, name) if speculation else []
+    spec = []
+    if speculation:
+        spec = bench_speculation(model, prompts, new_tokens, draft_lens, dt, repeats, warmup, name)
     parts = profile_step(model, context=prompt_tokens + new_tokens // 2)
     _explain_rows(rows, spec, parts, new_tokens, model.n_layers)
     return dict(name=name, budget=budget, config=cfg.to_dict(), device=str(dev),
