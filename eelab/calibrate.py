@@ -12,16 +12,19 @@ from scipy.stats import binom
 from .config import ConfigError
 from .cost import flop_model, full_depth_work
 from .estimators import as_estimator, exit_pass
-from .generate import FILLS
+from .generate import FILLS, cached
 from .exits import exit_path, exit_path_rows
+from .batch import batched_true_exit
+from .speculate import self_speculative
 
 # %% auto #0
 __all__ = ['CONSISTENCIES', 'NEVER', 'P_VALUES', 'token_losses', 'LossTable', 'check_grid', 'loss_table', 'hb_p_value',
            'wsr_p_values', 'hb_p_values', 'as_p_values', 'learn_then_test', 'naive_index', 'Calibration',
-           'calibrate_table', 'calibrate', 'check_guarantee', 'synthetic_table', 'violation_figure']
+           'calibrate_table', 'calibrate', 'generated_table', 'check_draft_grid', 'draft_table', 'calibrate_draft',
+           'check_guarantee', 'synthetic_table', 'violation_figure']
 
 # %% ../nbs/13_calibrate.ipynb #87a64b95
-CONSISTENCIES = ("textual", "risk")
+CONSISTENCIES = ("textual", "risk", "generated")
 NEVER = 2.0                       # a threshold above every confidence: never exit
 
 def token_losses(logits, full, targets, consistency: str) -> torch.Tensor:
@@ -44,6 +47,7 @@ class LossTable:
     estimator: str = ""
     fill: str = ""
     binary: bool = False        # are the losses 0/1 (one token per window)?
+    counts: dict = field(default_factory=dict)   # extra (N, G) counts, e.g. self-speculation's drafts
 
     def __len__(self): return len(self.losses)
 
@@ -77,7 +81,8 @@ def _batch_rows(model, w, estimator, fill, grid, consistency, exit_layer):
 
 # %% ../nbs/13_calibrate.ipynb #6f0c9344
 def _check_data(windows):
-    if not isinstance(windows, torch.Tensor) or windows.dim() != 2 or len(windows) == 0 or windows.shape[1] < 2:
+    ok = isinstance(windows, torch.Tensor) and windows.dim() == 2
+    if not ok or len(windows) == 0 or windows.shape[1] < 2:
         shape = tuple(windows.shape) if isinstance(windows, torch.Tensor) else type(windows).__name__
         raise ConfigError("windows", shape, "a non-empty (N, T+1) tensor of token ids, T >= 1")
 
@@ -90,12 +95,14 @@ def _check_choices(consistency, fill):
 @torch.no_grad()
 def loss_table(model, windows: torch.Tensor, estimator="softmax_max", fill: str = "skip",
                consistency: str = "textual", grid=None, exit_layer: int | None = None,
-               batch_size: int = 64) -> LossTable:
+               batch_size: int = 64, n_new: int = 8, prompt_len: int | None = None) -> LossTable:
     "The LossTable of held-out windows (N, T+1) for one estimator and fill."
     _check_data(windows)
     _check_choices(consistency, fill)
     est = as_estimator(estimator, model)
     grid = check_grid(est.thresholds() if grid is None else grid)
+    if consistency == "generated":
+        return generated_table(model, windows, est, fill, grid, n_new, prompt_len, exit_layer, batch_size)
     dev, parts = next(model.parameters()).device, []
     for s in range(0, len(windows), batch_size):
         w = windows[s:s + batch_size].to(dev)
@@ -178,6 +185,7 @@ class Calibration:
     p_values: list = field(default_factory=list)
     risks: list = field(default_factory=list)
     naive: dict = field(default_factory=dict)
+    speculation: dict = field(default_factory=dict)   # draft_threshold only: acceptance, tokens per pass
 
 # %% ../nbs/13_calibrate.ipynb #1fcba809
 def _point(table: LossTable, rows: np.ndarray, j: int) -> dict:
@@ -204,12 +212,14 @@ def calibrate_table(table: LossTable, delta: float = 0.1, epsilon: float = 0.05,
                        estimator=table.estimator, fill=table.fill, n=len(rows), **_point(table, rows, j),
                        grid=table.grid.tolist(), p_values=p.tolist(),
                        risks=table.losses[rows].mean(0).tolist(),
-                       naive=_point(table, rows, naive_index(table.losses[rows], delta)))
+                       naive=_point(table, rows, naive_index(table.losses[rows], delta)),
+                       speculation=_speculation_point(table, rows, j) if table.counts else {})
 
 # %% ../nbs/13_calibrate.ipynb #2bab3d2e
 def calibrate(model, windows, estimator="softmax_max", fill: str = "skip", delta: float = 0.1,
               epsilon: float = 0.05, consistency: str = "textual", grid=None,
-              exit_layer: int | None = None, p_value="hb") -> Calibration:
+              exit_layer: int | None = None, p_value="hb", n_new: int = 8,
+              prompt_len: int | None = None) -> Calibration:
     "A Learn-then-Test threshold for `estimator` and `fill` from calibration windows (N, T+1)."
     _check_level("delta", delta)
     _check_level("epsilon", epsilon)
@@ -217,8 +227,98 @@ def calibrate(model, windows, estimator="softmax_max", fill: str = "skip", delta
     if isinstance(windows, LossTable): return calibrate_table(windows, delta, epsilon, p_value=p_value)
     _check_data(windows)
     _check_choices(consistency, fill)
-    table = loss_table(model, windows, estimator, fill, consistency, grid, exit_layer)
+    table = loss_table(model, windows, estimator, fill, consistency, grid, exit_layer, n_new=n_new,
+                       prompt_len=prompt_len)
     return calibrate_table(table, delta, epsilon, p_value=p_value)
+
+# %% ../nbs/13_calibrate.ipynb #563f2755
+def _prompt_len(windows: torch.Tensor, prompt_len) -> int:
+    "Tokens of each window used as the prompt; ConfigError unless 1 <= prompt_len <= T."
+    P = windows.shape[1] // 2 if prompt_len is None else prompt_len
+    if isinstance(P, bool) or not isinstance(P, int) or not 1 <= P < windows.shape[1]:
+        raise ConfigError("prompt_len", prompt_len, f"None or an int in 1..{windows.shape[1] - 1}")
+    return P
+
+# %% ../nbs/13_calibrate.ipynb #d392ecc6
+def _generated_rows(model, prompts, est, fill, grid, n_new: int, exit_layer):
+    "Losses, exits and FLOPs (B, G) of greedy true_exit from prompts (B, P) at every threshold."
+    full = cached(model, prompts, n_new).new_tokens                       # (B, n_new) full model's text
+    cols = []
+    for th in grid:
+        r = batched_true_exit(model, prompts, n_new, float(th), fill=fill, estimator=est,
+                              exit_layer=exit_layer)
+        loss = (r.new_tokens != full).double().mean(1)                    # (B,)
+        exits = (r.token_exits < model.n_layers).sum(1)
+        flops = np.array([r.flops_per.of(w) for w in r.row_work], dtype=float)
+        cols.append((loss.cpu().numpy(), exits.cpu().numpy(), flops))
+    return [np.stack(c, 1) for c in zip(*cols)]
+
+# %% ../nbs/13_calibrate.ipynb #461c1fe9
+@torch.no_grad()
+def generated_table(model, windows, est, fill, grid, n_new: int = 8, prompt_len: int | None = None,
+                    exit_layer: int | None = None, batch_size: int = 64) -> LossTable:
+    "The LossTable of the `generated` consistency (loss_table(..., consistency='generated') calls it)."
+    P, dev, parts = _prompt_len(windows, prompt_len), next(model.parameters()).device, []
+    for s in range(0, len(windows), batch_size):
+        prompts = windows[s:s + batch_size, :P].to(dev)
+        parts.append(_generated_rows(model, prompts, est, fill, grid, n_new, exit_layer))
+    losses, exited, flops = (np.concatenate(c) for c in zip(*parts))
+    full = flop_model(model).of(full_depth_work(model.n_layers, P - 1, n_new))
+    N = len(windows)
+    return LossTable(grid, losses, exited, flops, np.full(N, full), np.full(N, n_new), "generated",
+                     est.name, fill, binary=n_new == 1)
+
+# %% ../nbs/13_calibrate.ipynb #7c4d0e01
+def check_draft_grid(grid) -> np.ndarray:
+    "Draft thresholds as a descending array in [0, 1] starting with 1.0; a ConfigError otherwise."
+    g = np.asarray([float(t) for t in grid], dtype=float)
+    if g.size == 0 or not np.isfinite(g).all() or (g < 0).any() or (g > 1).any():
+        raise ConfigError("grid", list(grid), "a non-empty list of draft thresholds in [0, 1]")
+    return np.array(sorted(set(g.tolist()) | {1.0}, reverse=True))
+
+# %% ../nbs/13_calibrate.ipynb #66a06b08
+def _draft_cell(model, prompt, n_new: int, est, th: float, draft_len: int, exit_layer) -> tuple:
+    "(waste, drafted, accepted, passes, decode FLOPs) of one greedy self_speculative run from prompt (P,)."
+    r = self_speculative(model, prompt[None], n_new, draft_len, exit_layer, estimator=est,
+                         draft_threshold=float(th))
+    waste = (r.drafted - r.accepted) / r.drafted if r.drafted else 0.0
+    return waste, r.drafted, r.accepted, len(r.passes), r.decode_flops
+
+# %% ../nbs/13_calibrate.ipynb #a73bd159
+@torch.no_grad()
+def draft_table(model, windows: torch.Tensor, estimator="softmax_max", draft_len: int = 4, n_new: int = 8,
+                prompt_len: int | None = None, grid=None, exit_layer: int | None = None) -> LossTable:
+    "Wasted draft share, drafts and verify passes of self_speculative at every draft_threshold of a grid."
+    _check_data(windows)
+    est, P = as_estimator(estimator, model), _prompt_len(windows, prompt_len)
+    grid = check_draft_grid(est.thresholds() if grid is None else grid)
+    dev = next(model.parameters()).device
+    cells = np.array([[_draft_cell(model, w[:P].to(dev), n_new, est, th, draft_len, exit_layer)
+                       for th in grid] for w in windows], dtype=float)           # (N, G, 5)
+    N, full = len(windows), flop_model(model).of(full_depth_work(model.n_layers, P - 1, n_new))
+    counts = dict(drafted=cells[..., 1], accepted=cells[..., 2], passes=cells[..., 3])
+    return LossTable(grid, cells[..., 0], cells[..., 2], cells[..., 4], np.full(N, full), np.full(N, n_new),
+                     "draft_waste", est.name, f"self-spec draft_len={draft_len}", counts=counts)
+
+# %% ../nbs/13_calibrate.ipynb #722d9cc7
+def _speculation_point(table: LossTable, rows: np.ndarray, j: int) -> dict:
+    "Acceptance rate and tokens per verify pass of grid point j over the windows `rows`."
+    drafted, accepted = table.counts["drafted"][rows, j].sum(), table.counts["accepted"][rows, j].sum()
+    return dict(acceptance_rate=float(accepted / drafted) if drafted else float("nan"),
+                tokens_per_pass=float(table.tokens[rows].sum() / table.counts["passes"][rows, j].sum()),
+                drafted=int(drafted), accepted=int(accepted))
+
+# %% ../nbs/13_calibrate.ipynb #f58d1ba7
+def calibrate_draft(model, windows, estimator="softmax_max", delta: float = 0.1, epsilon: float = 0.05,
+                    draft_len: int = 4, n_new: int = 8, prompt_len: int | None = None, grid=None,
+                    exit_layer: int | None = None, p_value="hb") -> Calibration:
+    "A draft_threshold whose expected wasted-draft share is <= delta with probability >= 1 - epsilon."
+    _check_level("delta", delta)
+    _check_level("epsilon", epsilon)
+    as_p_values(p_value)
+    if not isinstance(windows, LossTable):
+        windows = draft_table(model, windows, estimator, draft_len, n_new, prompt_len, grid, exit_layer)
+    return calibrate_table(windows, delta, epsilon, p_value=p_value)
 
 # %% ../nbs/13_calibrate.ipynb #6bfe62b6
 def _split_outcome(table: LossTable, cal: np.ndarray, test: np.ndarray, delta, epsilon, p_value) -> dict:
@@ -250,7 +350,8 @@ def check_guarantee(table: LossTable, delta: float = 0.1, epsilon: float = 0.05,
     _check_level("epsilon", epsilon)
     as_p_values(p_value)
     if not 0 < n_cal < len(table):
-        raise ConfigError("n_cal", n_cal, f"between 1 and {len(table) - 1} (the table has {len(table)} windows)")
+        allowed = f"between 1 and {len(table) - 1} (the table has {len(table)} windows)"
+        raise ConfigError("n_cal", n_cal, allowed)
     rng = np.random.default_rng(seed)
     perms = [rng.permutation(len(table)) for _ in range(n_splits)]
     df = pd.DataFrame([_split_outcome(table, p[:n_cal], p[n_cal:], delta, epsilon, p_value) for p in perms])

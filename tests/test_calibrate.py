@@ -125,3 +125,75 @@ def test_betting_is_tighter_on_narrow_losses():
     wsr = check_guarantee(table, 0.1, 0.05, 500, 200, seed=2, p_value="wsr")
     assert hb["holds"] and wsr["holds"]
     assert wsr["saving_ratio"] > hb["saving_ratio"]
+
+
+def test_generated_consistency_matches_generation():
+    # the generated table is greedy true_exit vs greedy full decoding from each window's prompt: its risk,
+    # exit rate and counted cost are generation_quality's (breaks if teacher forcing or another prompt is
+    # used, or a row's work is mixed with another's)
+    from eelab.exits import generation_quality
+    from eelab.generate import true_exit, cached
+    model, w = _model(3), torch.randint(0, 40, (10, 9))
+    t = loss_table(model, w, "softmax_max", "propagate", "generated", grid=[0.0, 0.06, 0.07], n_new=5,
+                   prompt_len=3)
+    assert t.consistency == "generated" and (t.tokens == 5).all() and (t.losses[:, 0] == 0).all()
+    assert 0 < t.losses[:, 1].mean() < t.losses[:, 2].mean()              # partial exits, errors grow
+    for i, row in enumerate(w[:, :3]):                                    # per window: the plain path
+        r = true_exit(model, row[None], 5, 0.06, fill="propagate", estimator="softmax_max")
+        assert t.losses[i, 2] == (r.new_tokens != cached(model, row[None], 5).new_tokens).double().mean()
+    for j, th in enumerate(t.grid):
+        g = generation_quality(model, w[:, :3], 5, "propagate", "softmax_max", float(th))
+        assert abs(t.losses[:, j].mean() - (1 - g["agreement"])) < 1e-12
+        assert abs(t.exited[:, j].sum() / t.tokens.sum() - g["shallow_ratio"]) < 1e-12
+        assert abs(t.flops[:, j].sum() / t.full_flops.sum() - g["flops_rel"]) < 1e-9
+    tf = loss_table(model, w, "softmax_max", "propagate", "textual", grid=[0.0])
+    assert t.losses[:, -1].mean() != tf.losses[:, -1].mean()      # not the teacher-forced loss
+    cal = calibrate(model, t, delta=0.5, epsilon=0.2)
+    assert cal.consistency == "generated" and cal.threshold in t.grid
+    for bad, field in ((dict(prompt_len=0), "prompt_len"), (dict(prompt_len=9), "prompt_len"),
+                       (dict(n_new=0), "n_new")):
+        with pytest.raises(ConfigError, match=field): calibrate(model, w, consistency="generated", **bad)
+
+
+def test_draft_table_matches_self_speculation():
+    # each cell is one greedy self_speculative run: waste = rejected / drafted, the speculation summary is
+    # its acceptance rate and tokens per pass (breaks if waste counts accepted drafts, or the wrong prompt)
+    from eelab.speculate import self_speculative
+    from eelab.calibrate import draft_table, calibrate_draft
+    model, w = _model(4), torch.randint(0, 40, (5, 9))
+    t = draft_table(model, w, "softmax_max", draft_len=3, n_new=6, prompt_len=4, grid=[0.3, 0.0])
+    assert list(t.grid) == [1.0, 0.3, 0.0] and 0 <= t.losses.min() and t.losses.max() <= 1
+    runs = [self_speculative(model, r[None, :4], 6, 3, estimator="softmax_max", draft_threshold=0.0)
+            for r in w]
+    waste = [(r.drafted - r.accepted) / r.drafted if r.drafted else 0.0 for r in runs]
+    assert np.allclose(t.losses[:, 2], waste) and t.losses[:, 2].mean() > 0
+    cal = calibrate_draft(model, t, delta=0.99, epsilon=0.2)          # everything passes: the last threshold
+    assert cal.threshold == 0.0 and cal.consistency == "draft_waste"
+    assert cal.speculation["acceptance_rate"] == sum(r.accepted for r in runs) / sum(r.drafted for r in runs)
+    assert cal.speculation["tokens_per_pass"] == 30 / sum(len(r.passes) for r in runs)
+    with pytest.raises(ConfigError, match="grid"): draft_table(model, w, grid=[1.5])
+    with pytest.raises(ConfigError, match="delta"): calibrate_draft(model, w, delta=0)
+
+
+def _draft_synthetic(n=3000, seed=5):
+    "A draft-waste table with known risk per threshold: 4 drafts a window, each thrown away w.p. risks[j]."
+    rng = np.random.default_rng(seed)
+    risks = np.r_[0.0, np.linspace(0.02, 0.08, 6), 0.095, 0.102, np.linspace(0.11, 0.4, 6)]
+    table = synthetic_table(n=n, risks=risks, seed=seed)
+    table.losses, table.binary = (rng.random((n, len(risks), 4)) < risks[None, :, None]).mean(2), False
+    drafted = np.full(table.losses.shape, 4.0)
+    table.counts = dict(drafted=drafted, accepted=drafted * (1 - table.losses),
+                        passes=np.full(drafted.shape, 2.0))
+    return table
+
+
+def test_draft_threshold_guarantee_holds():
+    # calibrated draft_threshold: empirical waste <= delta on the calibration windows, the guarantee holds
+    # over splits on a synthetic waste table with known truth, and the naive choice violates it
+    table = _draft_synthetic()
+    cal = calibrate_table(table, 0.1, 0.05, rows=np.arange(500))
+    assert cal.risk <= 0.1 and cal.threshold > table.grid[7]          # never the 0.095 point from 500 windows
+    spec = cal.speculation
+    assert abs(spec["acceptance_rate"] - (1 - cal.risk)) < 1e-9 and spec["tokens_per_pass"] == 0.5
+    chk = check_guarantee(table, 0.1, 0.05, n_cal=500, n_splits=200, seed=3, p_value="wsr")
+    assert chk["holds"] and chk["naive_violation_rate"] > chk["bound"]
