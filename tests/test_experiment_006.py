@@ -56,3 +56,23 @@ def test_checker_and_tables(results):
     tables = tables_for(results)
     assert len(tables["calibrated thresholds (test windows)"]) == len(ESTIMATORS) * len(DELTAS)
     assert set(tables["is the guarantee real? (checker)"].estimator) == ESTIMATORS
+
+
+def test_generated_and_draft_tables(results):
+    # generated consistency: one row per estimator and delta, calibrated risk under delta (or never exit),
+    # never cheaper than the naive threshold; draft_threshold: thresholds in [0, 1], calibration waste under
+    # delta (or 1.0, nothing rejected), acceptance a rate, at least one token per verify pass
+    gen = results["generated"]
+    assert {(r["estimator"], r["delta"]) for r in gen} == {(e, d) for e in ESTIMATORS for d in DELTAS}
+    for r in gen:
+        assert r["cal_risk"] < r["delta"] or r["threshold"] == 2.0
+        assert r["threshold"] >= r["naive_threshold"]
+        assert 0 <= r["test_risk"] <= 1 and 0 <= r["tf_test_risk"] <= 1
+    draft = results["draft"]
+    assert {(r["estimator"], r["delta"]) for r in draft} == {(e, d) for e in ("softmax_max", "saturation")
+                                                            for d in DELTAS}
+    for r in draft:
+        assert 0 <= r["draft_threshold"] <= 1 and r["draft_threshold"] >= r["naive_threshold"]
+        assert r["cal_waste"] < r["delta"] or r["draft_threshold"] == 1.0
+        assert r["tokens_per_pass"] >= 1 and 0 <= r["test_waste"] <= 1
+        assert r["drafted"] == 0 or 0 <= r["acceptance_rate"] <= 1
