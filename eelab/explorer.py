@@ -425,6 +425,7 @@ class Explorer:
                  threshold: float = 0.5, mode: str = "true exit", temperature: float = 0.8, seed: int = 0,
                  estimator=None, draft_len: int = 4, calibration_windows=None):
         check_explorer_args(prompt, n_new, threshold, mode, temperature, seed, draft_len)
+        _check_windows(calibration_windows)
         self.model, self.tokenizer, self.temperature, self.seed = model, tokenizer, temperature, seed
         self.estimator = estimator              # true exit's confidence estimator (None: softmax max)
         self.colours = exit_colours(model.exit_layers)
