@@ -16,7 +16,7 @@ from .generate import GenerationResult, Decision, FILLS, check_inputs, check_thr
 # %% auto #0
 __all__ = ['BATCH_STRATEGIES', 'left_pad', 'check_padding', 'RowMeters', 'RaggedCache', 'row_rope', 'ragged_layer',
            'ragged_layers', 'BatchRun', 'batch_prefill', 'batch_lower', 'batch_decide', 'upper_rows', 'batch_fill',
-           'batch_upper', 'batch_step', 'BatchResult', 'batched_true_exit', 'bench_batch']
+           'batch_upper', 'output_logits', 'batch_step', 'BatchResult', 'batched_true_exit', 'bench_batch']
 
 # %% ../nbs/14_batch.ipynb #a5dfc809
 BATCH_STRATEGIES = ("all", "gather", "latency")
@@ -227,6 +227,27 @@ def batch_upper(run: BatchRun, h, join, write, c: int):
     return out[:, -1], rows
 
 # %% ../nbs/14_batch.ipynb #9c52a8e8
+def output_logits(run: BatchRun, h, out, rows, exits, shallow):
+    "Logits (B, V) from h (B, 1, C) (exiting rows), out (R, C) (joining rows) and shallow (B, V) or None."
+    m, deep = run.model, ~exits
+    if shallow is None and m.head(run.e) is m.head(run.L):           # one shared head: one weight read
+        x = h[:, 0].clone()                                              # (B, C)
+        if bool(deep.any()): x[deep] = out[deep[rows]]
+        run.meters.add("head_evals", None, 1)
+        return m.head(run.L)(x)
+    logits = torch.empty(len(exits), m.config.vocab_size, device=h.device, dtype=h.dtype)
+    if bool(deep.any()):
+        logits[deep] = m.exit_logits(out[deep[rows]][:, None], run.L)[:, 0]
+        run.meters.add("head_evals", deep.nonzero().squeeze(1), 1)
+    if bool(exits.any()):
+        if shallow is None:
+            shallow = torch.zeros_like(logits)
+            shallow[exits] = m.exit_logits(h[exits], run.e)[:, 0]
+            run.meters.add("head_evals", exits.nonzero().squeeze(1), 1)
+        logits[exits] = shallow[exits]
+    return logits
+
+# %% ../nbs/14_batch.ipynb #e0a17e0f
 def batch_step(run: BatchRun, token, c: int):
     "Logits (B, V), exits (B,), confidence (B,) and each row's release time (B,) of the step at column c."
     h, prev = batch_lower(run, token, c)
@@ -235,18 +256,8 @@ def batch_step(run: BatchRun, token, c: int):
     batch_fill(run, h, exits, c)
     join, write = upper_rows(run, exits)
     out, rows = batch_upper(run, h, join, write, c)
-    deep = ~exits
-    logits = torch.empty(len(exits), run.model.config.vocab_size, device=h.device, dtype=h.dtype)
-    if bool(deep.any()):
-        logits[deep] = run.model.exit_logits(out[deep[rows]][:, None], run.L)[:, 0]
-        run.meters.add("head_evals", deep.nonzero().squeeze(1), 1)
-        released[deep.cpu()] = time.perf_counter()
-    if bool(exits.any()):
-        if shallow is None:
-            shallow = torch.zeros_like(logits)
-            shallow[exits] = run.model.exit_logits(h[exits], run.e)[:, 0]
-            run.meters.add("head_evals", exits.nonzero().squeeze(1), 1)
-        logits[exits] = shallow[exits]
+    logits = output_logits(run, h, out, rows, exits, shallow)
+    released[(~exits).cpu()] = time.perf_counter()
     return logits, torch.where(exits, run.e, run.L).cpu(), confidence.cpu(), released
 
 # %% ../nbs/14_batch.ipynb #a1754132
