@@ -16,7 +16,8 @@ from .generate import GenerationResult, Decision, FILLS, check_inputs, check_thr
 # %% auto #0
 __all__ = ['BATCH_STRATEGIES', 'left_pad', 'check_padding', 'RowMeters', 'RaggedCache', 'row_rope', 'ragged_layer',
            'ragged_layers', 'BatchRun', 'batch_prefill', 'batch_lower', 'batch_decide', 'upper_rows', 'batch_fill',
-           'batch_upper', 'output_logits', 'batch_step', 'BatchResult', 'batched_true_exit', 'bench_batch']
+           'batch_upper', 'output_logits', 'batch_step', 'BatchResult', 'batched_true_exit', 'bench_batch',
+           'BatchSpeculation', 'batched_self_speculative']
 
 # %% ../nbs/14_batch.ipynb #a5dfc809
 BATCH_STRATEGIES = ("all", "gather", "latency")
@@ -377,3 +378,90 @@ def bench_batch(model, prompts: torch.Tensor, batch_sizes, n_new: int, threshold
                             rs[0].new_tokens, full.new_tokens, rs[0].decode_flops, full.decode_flops, n_new,
                             upper_skipped=_upper_skipped(rs[0], model)))
     return out
+
+# %% ../nbs/14_batch.ipynb #a8ce2953
+@dataclass
+class BatchSpeculation:
+    "Batched self-speculation's result: the text and what each round accepted."
+    tokens: torch.Tensor          # (B, P + n_new) left padded prompt, then the new tokens
+    padding: torch.Tensor         # (B,) padding columns per row
+    accepted: torch.Tensor        # (rounds, B) drafts accepted by each row in each verify pass
+    draft_len: int
+    decode: WorkMeter             # work counted while drafting and verifying
+    seconds: float
+
+    @property
+    def acceptance_rate(self) -> float: return float(self.accepted.float().mean()) / self.draft_len
+    def row_tokens(self, b: int) -> torch.Tensor: return self.tokens[b:b + 1, int(self.padding[b]):]
+
+# %% ../nbs/14_batch.ipynb #4be821a1
+def _draft_one(model, e: int, token, c: int, pos, cache, meters):
+    "Exit hidden (B, 1, C) and the shallow head's greedy token (B,) for token (B,) at column c, positions (B,)."
+    h = ragged_layers(model, 0, e, model.embed(token[:, None]), None, c, None, pos[:, None], cache, meters)
+    meters.add("head_evals", None, 1)
+    return h, model.exit_logits(h, e)[:, -1].argmax(-1)
+
+# %% ../nbs/14_batch.ipynb #f9f4229e
+def _verify(model, e: int, hs, c: int, pos0, cache, meters):
+    "The full model's greedy token (B, T) after each of T drafted inputs whose exit hiddens are hs (B, T, C)."
+    T = hs.shape[1]
+    positions = pos0[:, None] + torch.arange(T, device=hs.device)                     # (B, T)
+    out = ragged_layers(model, e, model.n_layers, hs, None, c, None, positions, cache, meters)
+    meters.add("head_evals", None, T)
+    return model.exit_logits(out, model.n_layers).argmax(-1)                          # (B, T)
+
+# %% ../nbs/14_batch.ipynb #06c4eab4
+def _accept(drafts, verified, cache, c: int):
+    "Accepted count (B,) and each row's emitted tokens (list of lists); rejected columns un-held."
+    match = (drafts == verified[:, :-1]).long()                                        # (B, d)
+    accepted = match.cumprod(1).sum(1)                                                 # (B,)
+    T = verified.shape[1]
+    rejected = torch.arange(T, device=drafts.device)[None] > accepted[:, None]        # (B, T) inputs after
+    cache.held[:, :, c:c + T] &= ~rejected
+    emitted = [drafts[b, :a].tolist() + [int(verified[b, a])] for b, a in enumerate(accepted.tolist())]
+    return accepted, emitted
+
+# %% ../nbs/14_batch.ipynb #f5fcd3d7
+def batched_self_speculative(model: EarlyExitLM, prompt, n_new: int, draft_len: int = 4, exit_layer=None,
+                             padding_mask=None) -> BatchSpeculation:
+    "Greedy self-speculation for a batch (B, P), left padded by `padding_mask`: each row is cached decoding's."
+    check_inputs(model, prompt, n_new, 0.0)
+    if not isinstance(draft_len, int) or isinstance(draft_len, bool) or draft_len < 1:
+        raise ConfigError("draft_len", draft_len, "a positive int")
+    e, mask = model.early_exit(exit_layer), check_padding(prompt, padding_mask)
+    B, P = prompt.shape
+    cache = RaggedCache(model, B, P + n_new * (draft_len + 1), prompt.device)
+    meters, pad = RowMeters(B), (~mask).sum(1)
+    run = BatchRun(model, cache, None, 0.0, "skip", "gather", pad, meters, e)
+    out, rounds = [[] for _ in range(B)], []
+    was_training, start = model.training, time.perf_counter()
+    model.eval()
+    try:
+        with torch.no_grad():
+            batch_prefill(run, prompt, mask)
+            prefill = meters.total()
+            last, pos, c = prompt[:, -1], P - 1 - pad, P - 1
+            while min(len(o) for o in out) < n_new:
+                last, pos, c = _round(model, e, draft_len, last, pos, c, cache, meters, out, rounds)
+    finally:
+        model.train(was_training)
+    new = torch.tensor([o[:n_new] for o in out], device=prompt.device)
+    return BatchSpeculation(torch.cat([prompt, new], 1), pad.cpu(), torch.stack(rounds), draft_len,
+                            meters.total() - prefill, time.perf_counter() - start)
+
+# %% ../nbs/14_batch.ipynb #d9bd5bc8
+def _round(model, e, d, last, pos, c, cache, meters, out, rounds):
+    "One draft-and-verify round for every row; returns the next round's (last token, position, column)."
+    hs, drafts, token = [], [], last
+    for j in range(d + 1):                                   # d drafts, then the last draft's exit hidden
+        h, token_next = _draft_one(model, e, token, c + j, pos + j, cache, meters)
+        hs.append(h)
+        if j < d: drafts.append(token_next)
+        token = token_next
+    drafts = torch.stack(drafts, 1)                                                    # (B, d)
+    verified = _verify(model, e, torch.cat(hs, 1), c, pos, cache, meters)             # (B, d + 1)
+    accepted, emitted = _accept(drafts, verified, cache, c)
+    for o, em in zip(out, emitted): o.extend(em)
+    rounds.append(accepted.cpu())
+    last = verified.gather(1, accepted[:, None]).squeeze(1)                            # (B,)
+    return last, pos + accepted + 1, c + d + 1

@@ -4,7 +4,7 @@ import torch
 from eelab.config import ConfigError
 from eelab.model import ModelConfig, EarlyExitLM, WorkMeter
 from eelab.generate import true_exit, cached, FILL_POLICIES
-from eelab.batch import batched_true_exit, left_pad, check_padding, BATCH_STRATEGIES
+from eelab.batch import batched_true_exit, batched_self_speculative, left_pad, check_padding, BATCH_STRATEGIES
 
 N_NEW, THRESHOLD = 7, 0.05          # at 0.05 the tiny random model exits about 3 tokens in 4, not all
 
@@ -137,3 +137,28 @@ def test_on_step_work_sums_to_decode(model, ragged):
     assert sum((s.work for s in steps), WorkMeter()) == res.decode
     assert torch.equal(torch.stack([s.token for s in steps], 1), res.new_tokens)
     assert torch.equal(torch.stack([s.exit for s in steps], 1), res.token_exits)
+
+
+@pytest.mark.parametrize("draft_len", [1, 3, 5])
+def test_batched_self_speculation_is_cached_decoding(model, ragged, draft_len):
+    # breaks if a rejected draft's K/V stays visible (a hole not un-held), a row's position does not advance
+    # by its own accepted count, or the verifier's token after the accepted drafts is not the one emitted
+    prompts, batch, mask = ragged
+    spec = batched_self_speculative(model, batch, 9, draft_len, padding_mask=mask)
+    for b, p in enumerate(prompts):
+        assert torch.equal(spec.row_tokens(b), cached(model, p[None], 9).tokens), (b, draft_len)
+    rounds = spec.accepted                                                 # (rounds, B)
+    assert rounds.shape[1] == len(prompts) and (rounds <= draft_len).all()
+    assert len(set(rounds.flatten().tolist())) > 1                         # rows accept ragged lengths
+
+
+def test_batched_self_speculation_trained_like_model_and_errors():
+    # a pre-norm model whose shallow head agrees more often with the top (shared head, one layer apart)
+    m = tiny(seed=5, norm="pre", n_layers=3, exits=(2, 3))
+    x = torch.randint(0, 50, (5, 4), generator=torch.Generator().manual_seed(6))
+    spec = batched_self_speculative(m, x, 12, 4)
+    assert torch.equal(spec.tokens, cached(m, x, 12).tokens)
+    with pytest.raises(ConfigError, match="draft_len"):
+        batched_self_speculative(m, x, 2, 0)
+    with pytest.raises(ConfigError, match="padding_mask"):
+        batched_self_speculative(m, x, 2, 2, padding_mask=torch.ones(5, 3, dtype=torch.bool))
