@@ -395,9 +395,10 @@ class BatchSpeculation:
     def row_tokens(self, b: int) -> torch.Tensor: return self.tokens[b:b + 1, int(self.padding[b]):]
 
 # %% ../nbs/14_batch.ipynb #4be821a1
-def _draft_one(model, e: int, token, c: int, pos, cache, meters):
-    "Exit hidden (B, 1, C) and the shallow head's greedy token (B,) for token (B,) at column c, positions (B,)."
+def _draft_one(model, e: int, token, c: int, pos, cache, meters, head: bool = True):
+    "Exit hidden (B, 1, C) and (head) the shallow greedy token (B,) for token (B,) at column c, positions (B,)."
     h = ragged_layers(model, 0, e, model.embed(token[:, None]), None, c, None, pos[:, None], cache, meters)
+    if not head: return h, None                           # the last draft: its exit hidden is all verify needs
     meters.add("head_evals", None, 1)
     return h, model.exit_logits(h, e)[:, -1].argmax(-1)
 
@@ -454,7 +455,7 @@ def _round(model, e, d, last, pos, c, cache, meters, out, rounds):
     "One draft-and-verify round for every row; returns the next round's (last token, position, column)."
     hs, drafts, token = [], [], last
     for j in range(d + 1):                                   # d drafts, then the last draft's exit hidden
-        h, token_next = _draft_one(model, e, token, c + j, pos + j, cache, meters)
+        h, token_next = _draft_one(model, e, token, c + j, pos + j, cache, meters, head=j < d)
         hs.append(h)
         if j < d: drafts.append(token_next)
         token = token_next
