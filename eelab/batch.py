@@ -358,7 +358,8 @@ def _row(B, strategy, seconds, base_seconds, per_token, tokens, full_tokens, flo
 
 # %% ../nbs/14_batch.ipynb #a511ecec
 def bench_batch(model, prompts: torch.Tensor, batch_sizes, n_new: int, threshold: float,
-                strategies=BATCH_STRATEGIES, fill=None, estimator=None, repeats: int = 3) -> list[dict]:
+                strategies=BATCH_STRATEGIES, fill=None, estimator=None, repeats: int = 3,
+                draft_len: int | None = None) -> list[dict]:
     "The batch table: per batch size (the first B rows of `prompts` (N, P)) the full model and each strategy."
     out = []
     for B in batch_sizes:
@@ -372,12 +373,23 @@ def bench_batch(model, prompts: torch.Tensor, batch_sizes, n_new: int, threshold
         full, base = runs["full"][1][0], [r.seconds for r, _ in runs["full"][1:]]
         out.append(_row(B, "full", base, base, [d for _, d in runs["full"][1:]], full.new_tokens, full.new_tokens,
                         full.decode_flops, full.decode_flops, n_new, upper_skipped=0.0))
+        if draft_len: out.append(_spec_row(model, x, n_new, draft_len, repeats, full, base))
         for s in strategies:
             rs = runs[s][1:]
             out.append(_row(B, s, [r.seconds for r in rs], base, [r.token_latency.flatten() for r in rs],
                             rs[0].new_tokens, full.new_tokens, rs[0].decode_flops, full.decode_flops, n_new,
                             upper_skipped=_upper_skipped(rs[0], model)))
     return out
+
+# %% ../nbs/14_batch.ipynb #fa5f1855
+def _spec_row(model, x, n_new: int, draft_len: int, repeats: int, full, base_seconds) -> dict:
+    "The batch table's self-speculation line (greedy, lossless by construction: agreement is measured)."
+    runs = [batched_self_speculative(model, x, n_new, draft_len) for _ in range(repeats + 1)][1:]
+    per_token = [r.round_seconds.repeat_interleave((r.accepted + 1).sum(1)) for r in runs]   # per token
+    fm_full = full.decode_flops
+    return _row(x.shape[0], f"self_spec d={draft_len}", [r.seconds for r in runs], base_seconds, per_token,
+                runs[0].tokens[:, -n_new:], full.new_tokens, full.flops_per.of(runs[0].decode), fm_full, n_new,
+                upper_skipped=0.0, acceptance=runs[0].acceptance_rate)
 
 # %% ../nbs/14_batch.ipynb #a8ce2953
 @dataclass
@@ -389,6 +401,7 @@ class BatchSpeculation:
     draft_len: int
     decode: WorkMeter             # work counted while drafting and verifying
     seconds: float
+    round_seconds: torch.Tensor = None   # (rounds,) each round's duration: its tokens are released at its end
 
     @property
     def acceptance_rate(self) -> float: return float(self.accepted.float().mean()) / self.draft_len
@@ -442,13 +455,16 @@ def batched_self_speculative(model: EarlyExitLM, prompt, n_new: int, draft_len: 
             batch_prefill(run, prompt, mask)
             prefill = meters.total()
             last, pos, c = prompt[:, -1], P - 1 - pad, P - 1
+            stamps = [time.perf_counter()]
             while min(len(o) for o in out) < n_new:
                 last, pos, c = _round(model, e, draft_len, last, pos, c, cache, meters, out, rounds)
+                stamps.append(time.perf_counter())
     finally:
         model.train(was_training)
     new = torch.tensor([o[:n_new] for o in out], device=prompt.device)
     return BatchSpeculation(torch.cat([prompt, new], 1), pad.cpu(), torch.stack(rounds), draft_len,
-                            meters.total() - prefill, time.perf_counter() - start)
+                            meters.total() - prefill, time.perf_counter() - start,
+                            torch.tensor(stamps, dtype=torch.float64).diff())
 
 # %% ../nbs/14_batch.ipynb #d9bd5bc8
 def _round(model, e, d, last, pos, c, cache, meters, out, rounds):

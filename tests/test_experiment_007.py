@@ -29,18 +29,19 @@ def test_batch_rows(results):
     # breaks if a (batch, strategy) row is missing, the full model is not its own reference, latency skips
     # work, all skips more than gather, or a table is not written for eelab-lab
     rows = results["batch"]
-    assert {(r["batch"], r["strategy"]) for r in rows} == {(b, s) for b in (1, 4)
-                                                          for s in ("full", "all", "gather", "latency")}
+    strategies = ("full", "all", "gather", "latency", "self_spec d=2")
+    assert {(r["batch"], r["strategy"]) for r in rows} == {(b, s) for b in (1, 4) for s in strategies}
     by = {(r["batch"], r["strategy"]): r for r in rows}
     for b in (1, 4):
         full = by[b, "full"]
         assert full["agreement"] == 1 and full["flops_vs_full"] == 1 and full["speedup"] == 1
         assert by[b, "latency"]["upper_skipped"] == 0 and by[b, "latency"]["flops_vs_full"] >= 1
         assert by[b, "all"]["upper_skipped"] <= by[b, "gather"]["upper_skipped"]
-        for r in (by[b, s] for s in ("all", "gather", "latency")):
+        assert by[b, "self_spec d=2"]["agreement"] == 1                    # lossless, measured
+        for r in (by[b, s] for s in ("all", "gather", "latency", "self_spec d=2")):
             assert r["tokens_per_s"] > 0 and 0 < r["p50_ms"] <= r["p90_ms"] and 0 <= r["agreement"] <= 1
     assert by[1, "all"]["upper_skipped"] == by[1, "gather"]["upper_skipped"]    # one row: the same decisions
     from eelab.report import tables_for
     tables = tables_for(results)
-    assert len(tables["batch table (per threshold, batch size and strategy)"]) == 8
-    assert results["targets"]["batch"] == 4
+    assert len(tables["batch table (per threshold, batch size and strategy)"]) == 10
+    assert results["targets"]["batch"] == 4 and results["targets"]["self_spec"]["batch"] == 4
