@@ -253,7 +253,8 @@ RUN_STATE_JS = f"""
 BARS_JS = """
 (name) => {
   const found = [];
-  for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+  const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;    // this notebook's plots only
+  for (const gd of ((w && w.node) || document).querySelectorAll('.js-plotly-plot')) {
     for (const g of gd.querySelectorAll('g.barlayer g.trace.bars')) {
       const cd = g.__data__;
       const tr = cd && cd[0] && cd[0].trace;
@@ -289,6 +290,16 @@ def wait_for(fn, timeout: float, what: str, interval: float = 0.25, diag=None):
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last={last!r}{extra}")
 
 
+CLOSE_OTHER_TABS_JS = """
+() => {
+  const app = window.jupyterapp, current = app.shell.currentWidget;
+  const others = Array.from(app.shell.widgets('main')).filter(w => w !== current);
+  for (const w of others) w.dispose();          // no save prompt: autosave is off and nothing is kept
+  return others.length;
+}
+"""
+
+
 def open_notebook(page, lab, nb_path: str) -> None:
     url = f"{lab['base']}/lab/tree/{nb_path}?token={lab['token']}"
     page.goto(url, wait_until="domcontentloaded", timeout=SERVER_START_S * 1000)
@@ -302,6 +313,9 @@ def open_notebook(page, lab, nb_path: str) -> None:
                 btn.first.click()
         return st.get("ready") and st.get("state") == "idle"
     wait_for(ready, KERNEL_READY_S, "kernel idle", diag=lambda: page.evaluate(KERNEL_STATE_JS))
+    # The lab restores the tabs of notebooks opened before (another test's): close them, so that this
+    # notebook's plots and sliders are the only ones in the page.
+    page.evaluate(CLOSE_OTHER_TABS_JS)
 
 
 def run_all_cells(page) -> dict:
@@ -309,10 +323,23 @@ def run_all_cells(page) -> dict:
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
     wait_for(lambda: page.evaluate(RUN_STATE_JS)["pending"] == page.evaluate(RUN_STATE_JS)["n"],
              UPDATE_S, "outputs cleared", diag=lambda: page.evaluate(RUN_STATE_JS))
-    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+    run_all = "() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }"
+    page.evaluate(run_all)
+    issued = [time.monotonic()]
     # Wait until every code cell has an execution count and the kernel is idle again.
     def finished():
+        # JupyterLab sometimes raises its kernel picker late (the notebook names its kernelspec, and more so
+        # when another notebook's tab is restored beside it), and the run-all is lost behind it: accept the
+        # picker, and while no cell has run and the kernel sits idle, ask again every few seconds.
+        accept = page.locator(".jp-Dialog .jp-mod-accept")
+        if accept.count():
+            accept.first.click()
+            issued[0] = time.monotonic()
+            return None
         s = page.evaluate(RUN_STATE_JS)
+        if s["pending"] == s["n"] and s["status"] == "idle" and time.monotonic() - issued[0] > 5:
+            page.evaluate(run_all)
+            issued[0] = time.monotonic()
         return s if (s["done"] or s["errors"]) else None
     state = wait_for(finished, RUN_ALL_S, "all cells executed",
                      diag=lambda: page.evaluate(RUN_STATE_JS))
@@ -345,8 +372,13 @@ def wait_for_bars(page, n: int) -> list[str]:
                     diag=lambda: f"bars now: {bar_colours(page)}")
 
 
+def panel(page) -> str:
+    "CSS selector of the current notebook panel (a restored tab of another notebook may hold sliders too)."
+    return "#" + page.evaluate("() => window.jupyterapp.shell.currentWidget.node.id")
+
+
 def slider(page, description: str = SLIDER_DESCRIPTION):
-    loc = page.locator(".widget-slider").filter(
+    loc = page.locator(f"{panel(page)} .widget-slider").filter(
         has=page.locator(".widget-label", has_text=re.compile(rf"^\s*{re.escape(description)}\s*$")))
     loc.first.wait_for(state="visible", timeout=RENDER_S * 1000)
     assert loc.count() == 1, f"expected one slider described {description!r}, found {loc.count()}"
@@ -434,8 +466,9 @@ def check_explorer_fits_one_screen(page) -> dict:
     return boxes
 
 
-# Verify-pass blocks of the explorer's self-spec mode: per plot inside the explorer, the layout's shapes named "verify pass ..."
-# and how many of them plotly drew (shape paths carry their index in the layout as data-index).
+# Verify-pass blocks of the explorer's self-spec mode: per plot inside the explorer, the layout's shapes
+# named "verify pass ..." and how many of them plotly drew (shape paths carry their layout index,
+# data-index).
 BLOCKS_JS = """
 () => {
   const out = [];
@@ -456,7 +489,8 @@ def check_self_spec_mode(page) -> None:
     m = re.search(r"SELF_SPEC_PATTERN=([av]+)", outputs_text(page))
     assert m, "the explorer notebook must print 'SELF_SPEC_PATTERN=<a|v per token>'"
     pattern = m.group(1)
-    page.locator(".widget-toggle-button", has_text=re.compile(r"^\s*self-spec\s*$")).first.click()
+    here = panel(page)
+    page.locator(f"{here} .widget-toggle-button", has_text=re.compile(r"^\s*self-spec\s*$")).first.click()
     want = [SHALLOW if c == "a" else DEEP for c in pattern]
     wait_colours(page, lambda c: c == want, "self-spec bars coloured by the accept pattern")
     passes = pattern.count("v")
@@ -467,8 +501,9 @@ def check_self_spec_mode(page) -> None:
                      diag=lambda: page.evaluate(BLOCKS_JS))
     assert len(found) == 1 and found[0]["blocks"] == passes, found      # one explorer plot, one block a pass
     slider(page, "draft length")                               # visible now
-    assert not page.locator(".widget-slider").filter(has=page.locator(".widget-label", has_text="threshold")
-                                                    ).first.is_visible(), "threshold slider shown in self-spec"
+    label = page.locator(".widget-label", has_text="threshold")
+    threshold = page.locator(f"{here} .widget-slider").filter(has=label)
+    assert not threshold.first.is_visible(), "threshold slider shown in self-spec"
     check_explorer_fits_one_screen(page)
 
 
