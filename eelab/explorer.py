@@ -684,6 +684,11 @@ def static_figure(self: Explorer) -> go.Figure:
     title = (f"{self.mode_buttons.value}, threshold {self.threshold:.3f}: {c['shallow']}/{self.trace.n} "
              f"shallow ({_pct(c['shallow_ratio'])}); counted cost {_pct(c['counted_cost'])}, "
              f"reference's formula {_pct(c['reference_cost'])}")
+    if self.trace.from_draft is not None:
+        sc = self.trace.spec_counters()
+        title = (f"self-spec, draft length {self.draft_slider.value}: {sc['accepted']} of {sc['drafted']} "
+                 f"drafts kept, {sc['tokens_per_pass']:.2f} tokens per verify pass; counted cost "
+                 f"{_pct(c['counted_cost'])} of full depth")
     title = dict(font=dict(size=13), text=title)
     return fig.update_layout(height=_FIG_HEIGHT + 40, margin=dict(t=50), title=title)
 

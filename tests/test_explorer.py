@@ -208,6 +208,7 @@ def test_self_spec_mode_draws_the_results_accept_pattern(temperature):
     assert c["acceptance_rate"] == pytest.approx(res.acceptance_rate)
     assert c["tokens_per_pass"] == pytest.approx(res.tokens_per_pass)
     assert ex.trace.counters()["counted_cost"] == pytest.approx(res.counted_cost)
+    assert f"{res.accepted} of {res.drafted} drafts kept" in ex.static_figure().layout.title.text
     html = ex.counters_html.value
     assert f"{res.acceptance_rate:.1%} ({res.accepted} of {res.drafted} drafts kept)" in html
     assert f"{res.tokens_per_pass:.2f} tokens per pass" in html
