@@ -25,8 +25,8 @@ install: $(STAMP)
 lab: $(STAMP)
 	$(VENV)/bin/eelab-lab
 
-## Every test: library/notebooks/README in sync, every notebook (nbdev_test), then pytest.
-test: $(STAMP) check-sync nbtest pytest
+## Every test: library/notebooks/README in sync, ruff, every notebook (nbdev_test), then pytest.
+test: $(STAMP) check-sync lint nbtest pytest
 
 check-sync: $(STAMP)
 	@before="$$(git status --porcelain)"; \

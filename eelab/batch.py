@@ -35,11 +35,13 @@ def left_pad(prompts: list, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor
 def check_padding(prompt: torch.Tensor, padding_mask) -> torch.Tensor:
     "The mask (B, P) bool (None: no padding); ConfigError unless it is a left padding of `prompt`."
     if padding_mask is None: return torch.ones_like(prompt, dtype=torch.bool)
-    shape = tuple(padding_mask.shape) if isinstance(padding_mask, torch.Tensor) else type(padding_mask).__name__
-    if not isinstance(padding_mask, torch.Tensor) or padding_mask.dtype != torch.bool:
-        raise ConfigError("padding_mask", shape, f"a bool tensor shaped like the prompt {tuple(prompt.shape)}")
+    is_tensor = isinstance(padding_mask, torch.Tensor)
+    shape = tuple(padding_mask.shape) if is_tensor else type(padding_mask).__name__
+    want = tuple(prompt.shape)
+    if not is_tensor or padding_mask.dtype != torch.bool:
+        raise ConfigError("padding_mask", shape, f"a bool tensor shaped like the prompt {want}")
     if padding_mask.shape != prompt.shape:
-        raise ConfigError("padding_mask", shape, f"the prompt's shape {tuple(prompt.shape)} (True: a real token)")
+        raise ConfigError("padding_mask", shape, f"the prompt's shape {want} (True: a real token)")
     left = (padding_mask[:, 1:] >= padding_mask[:, :-1]).all() and padding_mask[:, -1].all()
     if not left:
         raise ConfigError("padding_mask", "not a left padding", "False (padding) then True to each row's end")
@@ -118,7 +120,8 @@ def ragged_layer(model: EarlyExitLM, i: int, x, rows, c0: int, active, rope, cac
     return block.around(x, attend)
 
 # %% ../nbs/14_batch.ipynb #b7408610
-def ragged_layers(model, start: int, stop: int, x, rows, c0: int, active, positions, cache, meters, rope=None):
+def ragged_layers(model, start: int, stop: int, x, rows, c0: int, active, positions, cache, meters,
+                  rope=None):
     "Layers start..stop-1 on x (R, T, C) of `rows` at per-row positions (R, T) (or their `rope`)."
     rope = rope if rope is not None else row_rope(model, positions)
     for i in range(start, stop):
@@ -304,12 +307,14 @@ def _check_batch(strategy, fill):
     fill = fill if fill is not None else ("oracle" if strategy == "latency" else "skip")
     if fill not in FILLS: raise ConfigError("fill", fill, f"one of {', '.join(FILLS)}")
     if strategy == "latency" and fill != "oracle":
-        raise ConfigError("fill", fill, "oracle (or None) for batch_strategy='latency': every row runs every layer")
+        raise ConfigError("fill", fill,
+                          "oracle (or None) for batch_strategy='latency': every row runs every layer")
     return fill
 
 # %% ../nbs/14_batch.ipynb #ddf5cd5a
-def batched_true_exit(model: EarlyExitLM, prompt, n_new: int, threshold: float, batch_strategy: str = "gather",
-                      fill: str | None = None, padding_mask=None, temperature=0.0, generator=None,
+def batched_true_exit(model: EarlyExitLM, prompt, n_new: int, threshold: float,
+                      batch_strategy: str = "gather", fill: str | None = None, padding_mask=None,
+                      temperature=0.0, generator=None,
                       exit_layer=None, estimator=None, keep_logits=False, on_step=None) -> BatchResult:
     "true_exit for a batch (B, P), left padded by `padding_mask` (B, P); each row decides for itself."
     check_inputs(model, prompt, n_new, temperature)
@@ -322,14 +327,15 @@ def batched_true_exit(model: EarlyExitLM, prompt, n_new: int, threshold: float, 
                    torch.zeros(B, S, model.config.dim, device=prompt.device))
     run.per_step_work, latency = on_step is not None, []
     step = _decode_one_token(run, prompt, mask, latency)
-    measured = run_generation(model, prompt, n_new, step, None, None, temperature, generator, on_step, keep_logits)
+    measured = run_generation(model, prompt, n_new, step, None, None, temperature, generator, on_step,
+                              keep_logits)
     rows = [r - p for r, p in zip(run.meters.rows(), run.prefill_rows)]
     measured["prefill"] = sum(run.prefill_rows, WorkMeter())
     measured["decode"] = sum(rows, WorkMeter())
     measured["upper_cached"] = run.cache.held[e, :, P - 1:P - 1 + n_new].cpu()
     return BatchResult(method="true_exit", shallow_exit=e, threshold=threshold, fill=fill, estimator=est.name,
-                       unprocessed=int(run.queued.sum()), batch_strategy=batch_strategy, padding=run.pad.cpu(),
-                       row_work=rows, token_latency=torch.stack(latency, 1),
+                       unprocessed=int(run.queued.sum()), batch_strategy=batch_strategy,
+                       padding=run.pad.cpu(), row_work=rows, token_latency=torch.stack(latency, 1),
                        **measured)
 
 # %% ../nbs/14_batch.ipynb #e5c68845
@@ -347,13 +353,15 @@ def _upper_skipped(res: BatchResult, model) -> float:
     return 1 - upper / (res.token_exits.numel() * (L - e))
 
 # %% ../nbs/14_batch.ipynb #0541be3a
-def _row(B, strategy, seconds, base_seconds, per_token, tokens, full_tokens, flops, full_flops, n_new, **extra):
+def _row(B, strategy, seconds, base_seconds, per_token, tokens, full_tokens, flops, full_flops, n_new,
+         **extra):
     "One line of the batch table, from the repeats' measurements."
     ratios = torch.tensor(base_seconds, dtype=torch.float64) / torch.tensor(seconds, dtype=torch.float64)
     per_token = torch.cat(per_token) * 1e3
     return dict(batch=B, strategy=strategy, tokens_per_s=B * n_new / float(torch.tensor(seconds).median()),
                 speedup=float(ratios.median()), p50_ms=float(per_token.quantile(0.5)),
-                p90_ms=float(per_token.quantile(0.9)), agreement=float((tokens == full_tokens).float().mean()),
+                p90_ms=float(per_token.quantile(0.9)),
+                agreement=float((tokens == full_tokens).float().mean()),
                 flops=flops, flops_vs_full=flops / full_flops, **extra)
 
 # %% ../nbs/14_batch.ipynb #a511ecec
@@ -371,7 +379,8 @@ def bench_batch(model, prompts: torch.Tensor, batch_sizes, n_new: int, threshold
                 f = None if s == "latency" else fill                 # latency runs every layer: oracle
                 runs[s].append(batched_true_exit(model, x, n_new, threshold, s, f, estimator=estimator))
         full, base = runs["full"][1][0], [r.seconds for r, _ in runs["full"][1:]]
-        out.append(_row(B, "full", base, base, [d for _, d in runs["full"][1:]], full.new_tokens, full.new_tokens,
+        full_times = [d for _, d in runs["full"][1:]]
+        out.append(_row(B, "full", base, base, full_times, full.new_tokens, full.new_tokens,
                         full.decode_flops, full.decode_flops, n_new, upper_skipped=0.0))
         if draft_len: out.append(_spec_row(model, x, n_new, draft_len, repeats, full, base))
         for s in strategies:
@@ -387,8 +396,9 @@ def _spec_row(model, x, n_new: int, draft_len: int, repeats: int, full, base_sec
     runs = [batched_self_speculative(model, x, n_new, draft_len) for _ in range(repeats + 1)][1:]
     per_token = [r.round_seconds.repeat_interleave((r.accepted + 1).sum(1)) for r in runs]   # per token
     fm_full = full.decode_flops
+    flops = full.flops_per.of(runs[0].decode)
     return _row(x.shape[0], f"self_spec d={draft_len}", [r.seconds for r in runs], base_seconds, per_token,
-                runs[0].tokens[:, -n_new:], full.new_tokens, full.flops_per.of(runs[0].decode), fm_full, n_new,
+                runs[0].tokens[:, -n_new:], full.new_tokens, flops, fm_full, n_new,
                 upper_skipped=0.0, acceptance=runs[0].acceptance_rate)
 
 # %% ../nbs/14_batch.ipynb #a8ce2953
@@ -409,9 +419,9 @@ class BatchSpeculation:
 
 # %% ../nbs/14_batch.ipynb #4be821a1
 def _draft_one(model, e: int, token, c: int, pos, cache, meters, head: bool = True):
-    "Exit hidden (B, 1, C) and (head) the shallow greedy token (B,) for token (B,) at column c, positions (B,)."
+    "Exit hidden (B, 1, C) and (if `head`) the shallow greedy token (B,) for token (B,) at column c."
     h = ragged_layers(model, 0, e, model.embed(token[:, None]), None, c, None, pos[:, None], cache, meters)
-    if not head: return h, None                           # the last draft: its exit hidden is all verify needs
+    if not head: return h, None          # the last draft: its exit hidden is all verify needs
     meters.add("head_evals", None, 1)
     return h, model.exit_logits(h, e)[:, -1].argmax(-1)
 
@@ -438,7 +448,7 @@ def _accept(drafts, verified, cache, c: int):
 # %% ../nbs/14_batch.ipynb #f5fcd3d7
 def batched_self_speculative(model: EarlyExitLM, prompt, n_new: int, draft_len: int = 4, exit_layer=None,
                              padding_mask=None) -> BatchSpeculation:
-    "Greedy self-speculation for a batch (B, P), left padded by `padding_mask`: each row is cached decoding's."
+    "Greedy self-speculation for a batch (B, P), left padded by `padding_mask`; each row equals `cached`."
     check_inputs(model, prompt, n_new, 0.0)
     if not isinstance(draft_len, int) or isinstance(draft_len, bool) or draft_len < 1:
         raise ConfigError("draft_len", draft_len, "a positive int")

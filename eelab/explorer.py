@@ -461,7 +461,8 @@ def _controls(self: Explorer, prompt, n_new, threshold, mode, draft_len):
     self.live_button = W.Button(description="live", layout=W.Layout(width="70px"),
                                 tooltip="generate again, drawing every token as it is made")
     self.mode_buttons = W.ToggleButtons(options=list(MODES), value=mode, style=dict(button_width="80px"),
-                                        tooltips=[f"mode: {m}" for m in MODES], layout=W.Layout(width="356px"))
+                                        tooltips=[f"mode: {m}" for m in MODES],
+                                        layout=W.Layout(width="356px"))
     self.threshold_slider = W.FloatSlider(value=threshold, min=0, max=1, step=0.01, description="threshold",
                                           continuous_update=False, readout_format=".3f", style=narrow)
     self.draft_slider = W.IntSlider(value=draft_len, min=DRAFT_LENS[0], max=DRAFT_LENS[-1],
@@ -736,7 +737,8 @@ def _calibration_controls(self: Explorer, windows):
     self.epsilon_pick = W.Dropdown(options=EPSILONS, value=0.05, description="ε", style=tight,
                                    layout=W.Layout(width="88px"))
     self.calibrate_button = W.Button(description="calibrated", layout=W.Layout(width="84px"),
-                                     tooltip="move the threshold to the Learn-then-Test threshold for δ and ε")
+                                     tooltip="move the threshold to the Learn-then-Test threshold "
+                                             "for δ and ε")
     self.calibrate_button.on_click(lambda b: self.calibrate())
     self.calibration_box = W.HBox([self.delta_pick, self.epsilon_pick, self.calibrate_button])
 
@@ -745,7 +747,8 @@ def _calibration_controls(self: Explorer, windows):
 def calibrate(self: Explorer, delta: float | None = None, epsilon: float | None = None) -> Calibration:
     "The calibrated preset: Learn-then-Test on the given windows; the threshold slider moves there."
     if self.calibration_windows is None:
-        raise ConfigError("calibration_windows", None, "windows (N, T+1) given to Explorer(...) to calibrate on")
+        raise ConfigError("calibration_windows", None,
+                          "windows (N, T+1) given to Explorer(...) to calibrate on")
     delta = self.delta_pick.value if delta is None else delta
     epsilon = self.epsilon_pick.value if epsilon is None else epsilon
     if self._loss_table is None:

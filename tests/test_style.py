@@ -1,8 +1,10 @@
-"""Code a learner can read (issue 9 section 4): short lines, no `;`-joined statements, lesson-sized exported cells.
+"""Code a learner can read (issue 9 section 4): short lines, no `;`-joined statements,
+lesson-sized exported cells.
 
-ruff (`make lint`, part of `make test`) checks the rest; nbdev_export writes the library's `__all__` wrapped at
-120 columns, so line length is checked here, where that one generated block can be told apart.
+ruff (`make lint`, part of `make test`) checks the rest; nbdev_export writes the library's `__all__`
+wrapped at 120 columns, so line length is checked here, where that one generated block can be told apart.
 """
+
 import json
 import statistics
 from pathlib import Path
@@ -30,7 +32,9 @@ def exported_cell_sizes(nb_path: Path) -> list[int]:
     sizes = []
     for cell in json.loads(nb_path.read_text())["cells"]:
         src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-        if cell["cell_type"] != "code" or not any(line.strip() in ("#| export", "#|export") for line in src.splitlines()):
+        if cell["cell_type"] != "code" or not any(
+            line.strip() in ("#| export", "#|export") for line in src.splitlines()
+        ):
             continue
         code = [ln for ln in src.splitlines() if ln.strip() and not ln.strip().startswith("#")]
         sizes.append(len(code))
@@ -38,8 +42,11 @@ def exported_cell_sizes(nb_path: Path) -> list[int]:
 
 
 def test_library_lines_fit():
-    bad = {p.name: library_long_lines(p.read_text()) for p in sorted((ROOT / "eelab").glob("*.py"))
-           if p.name != "_modidx.py"}
+    bad = {
+        p.name: library_long_lines(p.read_text())
+        for p in sorted((ROOT / "eelab").glob("*.py"))
+        if p.name != "_modidx.py"
+    }
     bad = {k: v for k, v in bad.items() if v}
     assert not bad, f"lines over {MAX_LINE} characters (edit the notebook, then nbdev_export): {bad}"
 
@@ -51,6 +58,7 @@ def test_the_line_check_can_fail():
 
 def test_no_semicolon_joined_statements():
     import ast, io, tokenize
+
     bad = []
     for p in sorted((ROOT / "eelab").glob("*.py")):
         toks = tokenize.generate_tokens(io.StringIO(p.read_text()).readline)
@@ -66,4 +74,6 @@ def test_exported_cells_are_lesson_sized():
     every = [n for s in sizes.values() for n in s]
     too_big = {k: max(v) for k, v in sizes.items() if v and max(v) > MAX_CELL}
     assert not too_big, f"exported cells over {MAX_CELL} code lines: {too_big}"
-    assert statistics.median(every) <= MEDIAN_CELL, f"median exported cell {statistics.median(every)} > {MEDIAN_CELL}"
+    assert statistics.median(every) <= MEDIAN_CELL, (
+        f"median exported cell {statistics.median(every)} > {MEDIAN_CELL}"
+    )
