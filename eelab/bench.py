@@ -14,6 +14,7 @@ from .cache import KVCache
 from .estimators import ESTIMATORS as ESTIMATOR_REGISTRY, make_estimator, max_softmax
 from .generate import FILL_POLICIES, cached, true_exit, check_threshold
 from .speculate import self_speculative
+from .batch import bench_batch
 from .report import time_interleaved
 
 # %% auto #0
@@ -66,7 +67,8 @@ def _positive_int(name, value):
 
 # %% ../nbs/10_bench.ipynb #cf66227e
 def check_args(configs=("smoke",), budget="brief", thresholds=None, policies=None, estimators=ESTIMATORS,
-               repeats=20, warmup=3, new_tokens=32, prompts=8, draft_lens=DRAFT_LENS, draft_threshold=None):
+               repeats=20, warmup=3, new_tokens=32, prompts=8, draft_lens=DRAFT_LENS, draft_threshold=None,
+               batch_sizes=()):
     "ConfigError naming the first bad benchmark argument; nothing is trained before this passes."
     for name in configs:
         if name not in CONFIGS: raise ConfigError("configs", name, f"among {', '.join(CONFIGS)}")
@@ -81,6 +83,7 @@ def check_args(configs=("smoke",), budget="brief", thresholds=None, policies=Non
         _positive_int(name, v)
     for d in draft_lens:
         if d != "adaptive": _positive_int("draft_lens", d)
+    for b in batch_sizes: _positive_int("batch_sizes", b)
     dt = draft_threshold
     if dt is not None and (isinstance(dt, bool) or not isinstance(dt, numbers.Real) or not 0 <= dt <= 1):
         raise ConfigError("draft_threshold", dt, "None (the recipe's exit threshold) or a number in [0, 1]")
@@ -312,13 +315,23 @@ def _train(name, budget, device, progress):
     return cfg, trained, time.perf_counter() - t0
 
 # %% ../nbs/10_bench.ipynb #6c261428
+def _batch_rows(model, trained, batch_sizes, prompt_tokens: int, new_tokens: int, repeats: int,
+                device) -> list[dict]:
+    "The batch table's rows (empty without batch sizes); fewer repeats: each one runs every strategy."
+    if not batch_sizes: return []
+    many = torch.cat(_prompts(trained, max(batch_sizes), prompt_tokens, device))   # (B_max, P)
+    return bench_batch(model, many, sorted(batch_sizes), new_tokens, trained.threshold,
+                       repeats=max(repeats // 4, 2), draft_len=2)
+
+# %% ../nbs/10_bench.ipynb #5e7557ef
 def run_config(name: str, budget: str = "brief", thresholds=None, policies=None, estimators=ESTIMATORS,
                repeats: int = 20, warmup: int = 3, new_tokens: int = 32, prompt_tokens: int = 8,
                agreement_prompts: int = 8, device: str = "auto", progress: bool = False,
-               draft_lens=DRAFT_LENS, draft_threshold: float | None = None, speculation: bool = True) -> dict:
+               draft_lens=DRAFT_LENS, draft_threshold: float | None = None, speculation: bool = True,
+               batch_sizes=()) -> dict:
     "Train/load config `name`, benchmark it; a dict with the config, the rows and the time breakdown."
     check_args([name], budget, thresholds, policies, estimators, repeats, warmup, new_tokens,
-               agreement_prompts, draft_lens, draft_threshold)
+               agreement_prompts, draft_lens, draft_threshold, batch_sizes)
     cfg, trained, train_s = _train(name, budget, device, progress)
     dev = pick_device(cfg.device)
     model = trained.model.to(dev).eval()
@@ -332,12 +345,13 @@ def run_config(name: str, budget: str = "brief", thresholds=None, policies=None,
     spec = []
     if speculation:
         spec = bench_speculation(model, prompts, new_tokens, draft_lens, dt, repeats, warmup, name)
+    batch = _batch_rows(model, trained, batch_sizes, prompt_tokens, new_tokens, repeats, dev)
     parts = profile_step(model, context=prompt_tokens + new_tokens // 2)
     _explain_rows(rows, spec, parts, new_tokens, model.n_layers)
     return dict(name=name, budget=budget, config=cfg.to_dict(), device=str(dev),
                 threads=torch.get_num_threads(), params=param_counts(model),
                 vocab_size=model.config.vocab_size, recipe_threshold=trained.threshold, train_seconds=train_s,
-                reused=trained.reused, parts=parts, rows=rows, spec_rows=spec,
+                reused=trained.reused, parts=parts, rows=rows, spec_rows=spec, batch_rows=batch,
                 ceiling=ceiling(model, trained.corpus.windows("test")[:500]))
 
 # %% ../nbs/10_bench.ipynb #fd1ffb6d
@@ -495,6 +509,18 @@ def _parts_line(parts: dict) -> str:
             f"argmax {1e6 * parts['argmax']:.0f} us, embed {1e6 * parts['embed']:.0f} us")
 
 # %% ../nbs/10_bench.ipynb #9d6afbf3
+def _batch_lines(c: dict) -> list[str]:
+    head = (f"  {'B':>3} {'strategy':<14} {'tok/s':>8} {'speedup':>8} {'p50 ms':>7} {'p90 ms':>7} "
+            f"{'agree':>6} ")
+    lines = ["batch table (speedup: interleaved median over the full model at the same batch size):",
+             head + f"{'FLOPs/full':>10}"]
+    for r in c["batch_rows"]:
+        lines.append(f"  {r['batch']:>3} {r['strategy']:<14} {r['tokens_per_s']:>8.1f} {r['speedup']:>7.2f}x "
+                     f"{r['p50_ms']:>7.2f} {r['p90_ms']:>7.2f} {r['agreement']:>6.3f} "
+                     f"{r['flops_vs_full']:>10.2f}")
+    return lines
+
+# %% ../nbs/10_bench.ipynb #9ccb8ea9
 def format_report(results: dict) -> str:
     "The tables, the ceiling and the time breakdown, as text."
     lines = []
@@ -507,11 +533,12 @@ def format_report(results: dict) -> str:
                      f"{c['params']['total']:,} params, {c['device']}, {c['threads']} threads ==")
         lines += _exit_lines(c)
         if c.get("spec_rows"): lines += _spec_lines(c)
+        if c.get("batch_rows"): lines += _batch_lines(c)
         lines += _ceiling_lines(c)
         lines.append(_parts_line(c["parts"]))
     return "\n".join(lines)
 
-# %% ../nbs/10_bench.ipynb #9ccb8ea9
+# %% ../nbs/10_bench.ipynb #74162dac
 def run_bench(configs=("smoke",), out_dir="_runs/bench", budget: str = "brief", html: bool = False,
               **kwargs) -> dict:
     "Benchmark each config, write bench.json (atomically) and the figures into out_dir, print the report."
@@ -532,7 +559,7 @@ def run_bench(configs=("smoke",), out_dir="_runs/bench", budget: str = "brief", 
     return results
 
 _CHECKED = ("thresholds", "policies", "estimators", "repeats", "warmup", "new_tokens", "draft_lens",
-            "draft_threshold")
+            "draft_threshold", "batch_sizes")
 
 # %% ../nbs/10_bench.ipynb #1b144b1a
 def _draft_len(text: str):
@@ -558,6 +585,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--draft-threshold", type=float, default=None,
                     help="adaptive drafting's threshold (default: the recipe's exit threshold)")
     ap.add_argument("--no-speculation", action="store_true", help="skip the self-speculation rows")
+    ap.add_argument("--batch-sizes", nargs="+", type=int, default=[],
+                    help="add the batch table at these batch sizes (issue 14: 1 4 16 64)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--html", action="store_true")
     ap.add_argument("--out", default="_runs/bench")
@@ -573,7 +602,8 @@ def main(argv=None):
         a.new_tokens, a.prompts = min(a.new_tokens, 12), min(a.prompts, 3)
     kw = dict(repeats=a.repeats, warmup=a.warmup, new_tokens=a.new_tokens, agreement_prompts=a.prompts,
               thresholds=a.thresholds, policies=a.policies, estimators=a.estimators, device=a.device,
-              draft_lens=a.draft_lens, draft_threshold=a.draft_threshold, speculation=not a.no_speculation)
+              draft_lens=a.draft_lens, draft_threshold=a.draft_threshold, speculation=not a.no_speculation,
+              batch_sizes=a.batch_sizes)
     try: check_args(configs, a.budget, **{k: kw[k] for k in _CHECKED})
     except ConfigError as err: _parser().error(str(err))                  # exit 2, before any training
     return run_bench(configs, a.out, a.budget, html=a.html, **kw)

@@ -14,7 +14,8 @@ def smoke_cli(tmp_path_factory):
     "python -m eelab.bench --smoke, run once as a user would."
     out = tmp_path_factory.mktemp("bench")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "eelab.bench", "--smoke", "--thresholds", "0.3", "1.01", "--out", str(out)]
+    cmd = [sys.executable, "-m", "eelab.bench", "--smoke", "--thresholds", "0.3", "1.01", "--out", str(out),
+           "--batch-sizes", "1", "3"]
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     return out, p.stdout, json.loads((out / "bench.json").read_text())
@@ -27,6 +28,21 @@ def test_cli_writes_json_figure_and_report(smoke_cli):
     assert "policy/estimator" in stdout and "one decode step, by part" in stdout and "targets:" in stdout
     assert "self-speculation" in stdout and "ceiling" in stdout and (out / "spec_figure.json").exists()
     assert not list(out.glob(".*.tmp"))  # atomic write left no temp file
+
+
+def test_batch_table(smoke_cli):
+    "--batch-sizes adds issue 14's table: the full model and every strategy per batch size."
+    _, stdout, res = smoke_cli
+    rows = res["configs"][0]["batch_rows"]
+    assert "batch table" in stdout
+    names = {"full", "all", "gather", "latency", "self_spec d=2"}
+    for B in (1, 3):
+        at_b = {r["strategy"]: r for r in rows if r["batch"] == B}
+        assert set(at_b) == names, (B, set(at_b))
+        assert at_b["full"]["agreement"] == 1.0 and at_b["full"]["flops_vs_full"] == 1.0
+        assert at_b["self_spec d=2"]["agreement"] == 1.0  # lossless
+        assert at_b["latency"]["flops_vs_full"] >= 1.0  # every row runs every layer
+        assert all(r["tokens_per_s"] > 0 and r["p50_ms"] <= r["p90_ms"] for r in at_b.values())
 
 
 def test_rows_invariants(smoke_cli):
