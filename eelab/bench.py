@@ -18,14 +18,17 @@ from .batch import bench_batch
 from .report import time_interleaved
 
 # %% auto #0
-__all__ = ['BUDGETS', 'CONFIGS', 'SCALE', 'POLICIES', 'ESTIMATORS', 'DRAFT_LENS', 'DEFAULT_THRESHOLDS', 'bench_config',
-           'exit_kwargs', 'spec_kwargs', 'check_args', 'step_times', 'bench_model', 'bench_speculation', 'ceiling',
-           'profile_step', 'explain', 'predict_speculation', 'estimator_thresholds', 'run_config', 'best_row',
-           'targets', 'spec_targets', 'write_json', 'bench_figure', 'spec_figure', 'format_report', 'run_bench', 'main']
+__all__ = ['BUDGETS', 'CONFIGS', 'HF_CONFIGS', 'SCALE', 'POLICIES', 'ESTIMATORS', 'DRAFT_LENS', 'DEFAULT_THRESHOLDS',
+           'HF_THRESHOLD', 'HF_TEXT_CHARS', 'HF_WINDOW', 'bench_config', 'exit_kwargs', 'spec_kwargs', 'check_args',
+           'step_times', 'bench_model', 'bench_speculation', 'ceiling', 'profile_step', 'explain',
+           'predict_speculation', 'estimator_thresholds', 'run_config', 'load_hf_config', 'hf_stream', 'run_hf_config',
+           'best_row', 'targets', 'spec_targets', 'write_json', 'bench_figure', 'spec_figure', 'format_report',
+           'run_bench', 'main']
 
 # %% ../nbs/10_bench.ipynb #9de77379
 BUDGETS = ("full", "brief")
 CONFIGS = ("smoke", "reference", "scale")
+HF_CONFIGS = ("hf-tiny", "smollm2")                # pretrained (or random) transformers models: no training
 SCALE = dict(dim=256, num_heads=8, phase1_layers=4, phase2_layers=8, tokenizer="bpe", vocab_size=8000,
              recipe="clean", phase1_lr=1e-3, phase2_lr=1e-3)
 
@@ -71,7 +74,8 @@ def check_args(configs=("smoke",), budget="brief", thresholds=None, policies=Non
                batch_sizes=()):
     "ConfigError naming the first bad benchmark argument; nothing is trained before this passes."
     for name in configs:
-        if name not in CONFIGS: raise ConfigError("configs", name, f"among {', '.join(CONFIGS)}")
+        if name not in CONFIGS + HF_CONFIGS:
+            raise ConfigError("configs", name, f"among {', '.join(CONFIGS + HF_CONFIGS)}")
     if budget not in BUDGETS: raise ConfigError("budget", budget, f"one of {', '.join(BUDGETS)}")
     for t in thresholds or (): check_threshold(t)
     for p in policies or ():
@@ -91,7 +95,10 @@ def check_args(configs=("smoke",), budget="brief", thresholds=None, policies=Non
 # %% ../nbs/10_bench.ipynb #88f56ed5
 def _prompts(trained, n: int, length: int, device) -> list[torch.Tensor]:
     "n prompts of `length` tokens, spread over the test split."
-    stream = trained.corpus.test
+    return _stream_prompts(trained.corpus.test, n, length, device)
+
+def _stream_prompts(stream: torch.Tensor, n: int, length: int, device) -> list[torch.Tensor]:
+    "n prompts of `length` tokens, spread over a token stream."
     step = max((len(stream) - length) // max(n, 1), 1)
     return [stream[i * step:i * step + length][None].to(device) for i in range(n)]
 
@@ -332,6 +339,10 @@ def run_config(name: str, budget: str = "brief", thresholds=None, policies=None,
     "Train/load config `name`, benchmark it; a dict with the config, the rows and the time breakdown."
     check_args([name], budget, thresholds, policies, estimators, repeats, warmup, new_tokens,
                agreement_prompts, draft_lens, draft_threshold, batch_sizes)
+    if name in HF_CONFIGS:
+        return run_hf_config(name, thresholds, policies, estimators, repeats, warmup, new_tokens,
+                             prompt_tokens, agreement_prompts, device, draft_lens, draft_threshold,
+                             speculation, batch_sizes)
     cfg, trained, train_s = _train(name, budget, device, progress)
     dev = pick_device(cfg.device)
     model = trained.model.to(dev).eval()
@@ -362,6 +373,76 @@ def _explain_rows(rows, spec, parts, new_tokens, n_layers):
     for r in spec:
         r["predicted"] = predict_speculation(r, parts, n_layers)
         r["predicted_speedup"] = r["predicted"]["speedup"]
+
+# %% ../nbs/10_bench.ipynb #013b4d79
+HF_THRESHOLD = 0.5          # the untrained stand-in for a recipe's threshold: grids and adaptive drafting
+HF_TEXT_CHARS = 200_000     # enough text for the prompts and windows; tokenising all of it would be slower
+HF_WINDOW = 64              # tokens per window (ceiling; training of learned estimators)
+
+# %% ../nbs/10_bench.ipynb #f70c8fc2
+def load_hf_config(name: str):
+    "The model of HF config `name` (one of HF_CONFIGS), exits at each quarter, and its local text."
+    from eelab import hf
+    from eelab.data import shakespeare_splits, synthetic_split
+    if name == "hf-tiny":
+        model = hf.tiny_random("llama", n_layers=4, exit_layers=(1, 2, 4))
+        return model, " ".join(synthetic_split(0, "test", 20_000)[0])
+    if name == "smollm2":
+        plays = shakespeare_splits()["test"]
+        return hf.load_pretrained("smollm2-135m"), "\n".join(r for rows in plays.values() for r in rows)
+    raise ConfigError("config", name, f"one of {', '.join(HF_CONFIGS)}")
+
+# %% ../nbs/10_bench.ipynb #ac6c8ee2
+def hf_stream(model, text: str) -> torch.Tensor:
+    "The first HF_TEXT_CHARS characters of `text`, tokenised by the model's own tokenizer: (N,) token ids."
+    return torch.tensor(model.tokenizer.encode(text[:HF_TEXT_CHARS]), dtype=torch.long)
+
+# %% ../nbs/10_bench.ipynb #2a4b61a8
+def _cached_tokens_per_s(model, prompt, new_tokens: int, repeats: int) -> float:
+    seconds = _median_time(lambda: cached(model, prompt, new_tokens), max(repeats, 1))
+    return new_tokens / seconds
+
+# %% ../nbs/10_bench.ipynb #c53d0c4b
+def run_hf_config(name: str, thresholds=None, policies=None, estimators=ESTIMATORS, repeats: int = 20,
+                  warmup: int = 3, new_tokens: int = 32, prompt_tokens: int = 8, agreement_prompts: int = 8,
+                  device: str = "auto", draft_lens=DRAFT_LENS, draft_threshold: float | None = None,
+                  speculation: bool = True, batch_sizes=()) -> dict:
+    "Benchmark HF config `name` as it is (no training): run_config's dict, plus cached tokens/s."
+    from eelab.data import make_windows
+    t0 = time.perf_counter()
+    model, text = load_hf_config(name)
+    dev = pick_device(device)
+    model = model.to(dev).eval()
+    load_s = time.perf_counter() - t0
+    stream = hf_stream(model, text)
+    train, test = stream[:len(stream) // 2], stream[len(stream) // 2:]
+    torch.manual_seed(0)
+    prompts = _stream_prompts(test, agreement_prompts, prompt_tokens, dev)
+    grids = estimator_thresholds(estimators, HF_THRESHOLD, thresholds)
+    rows = bench_model(model, prompts, new_tokens, grids, policies, estimators, repeats, warmup, name,
+                       make_windows(train, HF_WINDOW)[:256])
+    dt = HF_THRESHOLD if draft_threshold is None else draft_threshold
+    spec = []
+    if speculation:
+        spec = bench_speculation(model, prompts, new_tokens, draft_lens, dt, repeats, warmup, name)
+    batch = []
+    if batch_sizes:
+        many = torch.cat(_stream_prompts(test, max(batch_sizes), prompt_tokens, dev))   # (B_max, P)
+        batch = bench_batch(model, many, sorted(batch_sizes), new_tokens, HF_THRESHOLD,
+                            repeats=max(repeats // 4, 2), draft_len=2)
+    parts = profile_step(model, context=prompt_tokens + new_tokens // 2)
+    _explain_rows(rows, spec, parts, new_tokens, model.n_layers)
+    c = model.config
+    config = dict(dim=c.dim, phase2_layers=c.n_layers, phase1_layers=c.shallow_exit,
+                  exit_layers=c.exit_layers, model_type=c.model_type, num_heads=c.num_heads,
+                  num_kv_heads=c.num_kv_heads)
+    params = dict(total=sum(p.numel() for p in model.parameters()))
+    return dict(name=name, budget="none", pretrained=True, config=config, device=str(dev),
+                threads=torch.get_num_threads(), params=params, vocab_size=c.vocab_size,
+                recipe_threshold=HF_THRESHOLD, train_seconds=0.0, load_seconds=load_s, reused=False,
+                text_tokens=len(stream), parts=parts, rows=rows, spec_rows=spec, batch_rows=batch,
+                cached_tokens_per_s=_cached_tokens_per_s(model, prompts[0], new_tokens, repeats),
+                ceiling=ceiling(model, make_windows(test, HF_WINDOW)[:16], batch_size=4))
 
 # %% ../nbs/10_bench.ipynb #b126c165
 def best_row(rows: list[dict], min_agreement: float = 0.95) -> dict | None:
@@ -521,21 +602,43 @@ def _batch_lines(c: dict) -> list[str]:
     return lines
 
 # %% ../nbs/10_bench.ipynb #9ccb8ea9
+def _header(c: dict) -> str:
+    cf = c["config"]
+    how = f"{c['budget']} training" + (", reused" if c["reused"] else "")
+    if c.get("pretrained"): how = f"{cf['model_type']}, no training, loaded in {c['load_seconds']:.0f} s"
+    return (f"== {c['name']} ({how}): dim {cf['dim']}, {cf['phase2_layers']} layers, "
+            f"exit after {cf['phase1_layers']}, vocab {c['vocab_size']:,}, "
+            f"{c['params']['total']:,} params, {c['device']}, {c['threads']} threads ==")
+
+# %% ../nbs/10_bench.ipynb #c0994091
+def _best_lines(c: dict) -> list[str]:
+    "The best settings in one line each: true exit (agreement >= 95%), self-speculation, cached tokens/s."
+    lines = [f"best settings: cached decoding {c['cached_tokens_per_s']:.1f} tokens/s"]
+    best = best_row(c["rows"])
+    if best is None: lines.append("  true exit: no threshold exits with agreement >= 95%")
+    else:
+        name = f"{best['policy']}/{best['estimator']}"
+        lines.append(f"  true exit: {name} threshold {best['threshold']:g}: "
+                     f"{best['measured_speedup']:.2f}x, agreement {100 * best['agreement']:.0f}%")
+    if c["spec_rows"]:
+        s = max(c["spec_rows"], key=lambda r: r["measured_speedup"])
+        lines.append(f"  self-speculation: exit {s['exit_layer']} draft {s['draft_len']} "
+                     f"{'reuse' if s['reuse'] else 'HF'}: {s['measured_speedup']:.2f}x, "
+                     f"acceptance {100 * s['acceptance_rate']:.0f}%, lossless {s['same_tokens']}")
+    return lines
+
+# %% ../nbs/10_bench.ipynb #446c64ec
 def format_report(results: dict) -> str:
     "The tables, the ceiling and the time breakdown, as text."
     lines = []
     for c in results["configs"]:
-        cf = c["config"]
-        reused = ", reused" if c["reused"] else ""
-        lines.append(f"== {c['name']} ({c['budget']} training{reused}): dim {cf['dim']}, "
-                     f"{cf['phase2_layers']} layers, exit after {cf['phase1_layers']}, "
-                     f"vocab {c['vocab_size']:,}, "
-                     f"{c['params']['total']:,} params, {c['device']}, {c['threads']} threads ==")
+        lines.append(_header(c))
         lines += _exit_lines(c)
         if c.get("spec_rows"): lines += _spec_lines(c)
         if c.get("batch_rows"): lines += _batch_lines(c)
         lines += _ceiling_lines(c)
         lines.append(_parts_line(c["parts"]))
+        if c.get("pretrained"): lines += _best_lines(c)
     return "\n".join(lines)
 
 # %% ../nbs/10_bench.ipynb #74162dac
@@ -569,7 +672,7 @@ def _draft_len(text: str):
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m eelab.bench",
                                  description="Time early exit against cached decoding.")
-    ap.add_argument("--configs", nargs="+", default=["scale"], choices=list(CONFIGS))
+    ap.add_argument("--configs", nargs="+", default=["scale"], choices=list(CONFIGS + HF_CONFIGS))
     ap.add_argument("--smoke", action="store_true", help="only the synthetic smoke config, few repeats")
     ap.add_argument("--budget", "--train-budget", dest="budget", default="brief", choices=BUDGETS,
                     help="training of configs without a checkpoint: brief (a minute or two) or full")

@@ -180,3 +180,42 @@ def test_each_estimator_on_its_own_grid():
     rows = bench_model(model, [prompt], 4, grids, ["skip"], list(grids), repeats=1, warmup=0)
     for est, grid in grids.items():
         assert sorted(r["threshold"] for r in rows if r["estimator"] == est) == grid, est
+
+
+@pytest.fixture(scope="module")
+def hf_tiny_cli(tmp_path_factory):
+    "python -m eelab.bench --configs hf-tiny: a tiny random Llama through the transformers path, no training."
+    out = tmp_path_factory.mktemp("bench-hf")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "eelab.bench", "--configs", "hf-tiny", "--repeats", "2", "--warmup", "0",
+           "--new-tokens", "6", "--prompts", "2", "--thresholds", "0.05", "1.01", "--policies", "skip",
+           "--draft-lens", "2", "--out", str(out)]
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p.stdout, json.loads((out / "bench.json").read_text())["configs"][0]
+
+
+def test_hf_config_runs_untrained(hf_tiny_cli):
+    # breaks if HF configs train, lose a table, stop being lossless, or the best-settings lines go missing
+    stdout, c = hf_tiny_cli
+    assert c["name"] == "hf-tiny" and c["pretrained"] and c["train_seconds"] == 0
+    assert "no training" in stdout and "best settings: cached decoding" in stdout and "ceiling" in stdout
+    assert c["cached_tokens_per_s"] > 0 and c["config"]["exit_layers"] == [1, 2, 4]
+    by_t = {r["threshold"]: r for r in c["rows"]}
+    assert set(by_t) >= {0.05, 1.01}
+    assert by_t[1.01]["shallow_ratio"] == 0 and by_t[1.01]["same_tokens"] and by_t[1.01]["agreement"] == 1
+    assert by_t[0.05]["shallow_ratio"] == 1 and by_t[0.05]["ideal_speedup"] > 1  # 0.05 < 1/32: always exits
+    assert {(r["exit_layer"], r["reuse"]) for r in c["spec_rows"]} == {(e, u) for e in (1, 2) for u in (0, 1)}
+    assert all(r["same_tokens"] for r in c["spec_rows"])                       # lossless on every prompt
+    assert c["ceiling"]["tokens"] == 16 * 64 and abs(sum(c["ceiling"]["histogram"].values()) - 1) < 1e-9
+
+
+def test_hf_config_names_checked_before_loading(monkeypatch):
+    # breaks if a bad argument of an HF config is found only after the (slow) model load
+    import eelab.bench as bench
+    from eelab.config import ConfigError
+    bench.check_args(["smollm2", "hf-tiny", "smoke"])
+    with pytest.raises(ConfigError, match="configs='smollm3'"): bench.check_args(["smollm2", "smollm3"])
+    monkeypatch.setattr(bench, "load_hf_config", lambda name: pytest.fail("loaded before checking"))
+    with pytest.raises(ConfigError, match="repeats=0"): bench.run_config("smollm2", repeats=0)
+    with pytest.raises(ConfigError, match="budget='x'"): bench.run_bench(["smollm2"], budget="x")
