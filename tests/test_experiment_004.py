@@ -1,21 +1,13 @@
 """Experiment 004 (self-speculation), re-run by papermill with smoke parameters; its results.json checked."""
-import os
 import pytest
 
 PASSED = dict(smoke=True, seed=1, new_tokens=12, timing_repeats=2, warmup=1)
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    "The notebook run once, as eelab-lab runs it, training in a private data folder."
-    old = os.environ.get("EELAB_DATA")
-    os.environ["EELAB_DATA"] = str(tmp_path_factory.mktemp("eelab-data"))
-    try:
-        from eelab.lab import run_experiment
-        yield run_experiment("004_self_speculation", tmp_path_factory.mktemp("out"), PASSED, timeout=600)
-    finally:
-        if old is None: os.environ.pop("EELAB_DATA")
-        else: os.environ["EELAB_DATA"] = old
+def results(run_smoke):
+    "The notebook run once, as eelab-lab runs it, training in a private data folder (conftest)."
+    return run_smoke("004_self_speculation", PASSED)
 
 
 def test_schema_and_parameters(results):

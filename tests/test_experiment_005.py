@@ -1,19 +1,11 @@
 """Experiment 005 (a real model's exits), re-run by papermill in its smoke variant (a tiny random Llama)."""
-import os
 import pytest
 
 pytest.importorskip("transformers", reason="experiment 005 needs the extra: pip install eelab[hf]")
 TIMEOUT_S = 300
 
 
-@pytest.fixture(scope="module", autouse=True)
-def private_data_dir(tmp_path_factory):
-    "The kernel gets its own data folder (it inherits the environment)."
-    old = os.environ.get("EELAB_DATA")
-    os.environ["EELAB_DATA"] = str(tmp_path_factory.mktemp("eelab-data"))
-    yield
-    if old is None: os.environ.pop("EELAB_DATA")
-    else: os.environ["EELAB_DATA"] = old
+pytestmark = pytest.mark.usefixtures("private_data_dir")  # conftest: a data folder of its own
 
 
 def test_005_smoke(tmp_path):

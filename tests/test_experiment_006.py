@@ -1,5 +1,4 @@
 """Experiment 006 (calibrated exit), re-run by papermill with smoke parameters; its results.json checked."""
-import os
 import pytest
 
 PASSED = dict(smoke=True, seed=1)
@@ -8,16 +7,9 @@ DELTAS = [0.05, 0.1, 0.2]
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    "The notebook run once, as eelab-lab runs it, training in a private data folder."
-    old = os.environ.get("EELAB_DATA")
-    os.environ["EELAB_DATA"] = str(tmp_path_factory.mktemp("eelab-data"))
-    try:
-        from eelab.lab import run_experiment
-        yield run_experiment("006_calibrated_exit", tmp_path_factory.mktemp("out"), PASSED, timeout=600)
-    finally:
-        if old is None: os.environ.pop("EELAB_DATA")
-        else: os.environ["EELAB_DATA"] = old
+def results(run_smoke):
+    "The notebook run once, as eelab-lab runs it, training in a private data folder (conftest)."
+    return run_smoke("006_calibrated_exit", PASSED)
 
 
 def test_schema_and_parameters(results):

@@ -1,21 +1,13 @@
 """Experiment 007 (batched early exit), re-run by papermill with smoke parameters; results.json checked."""
-import os
 import pytest
 
 PASSED = dict(smoke=True, seed=1, new_tokens=6, timing_repeats=1, batch_sizes=[1, 4], thresholds=[0.3])
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    "The notebook run once, as eelab-lab runs it, training in a private data folder."
-    old = os.environ.get("EELAB_DATA")
-    os.environ["EELAB_DATA"] = str(tmp_path_factory.mktemp("eelab-data"))
-    try:
-        from eelab.lab import run_experiment
-        yield run_experiment("007_batched_exit", tmp_path_factory.mktemp("out"), PASSED, timeout=600)
-    finally:
-        if old is None: os.environ.pop("EELAB_DATA")
-        else: os.environ["EELAB_DATA"] = old
+def results(run_smoke):
+    "The notebook run once, as eelab-lab runs it, training in a private data folder (conftest)."
+    return run_smoke("007_batched_exit", PASSED)
 
 
 def test_schema_and_parameters(results):

@@ -2,7 +2,7 @@
 
 Later experiments (004...) bring their own test files."""
 
-import os
+
 from pathlib import Path
 import pytest
 
@@ -19,16 +19,8 @@ TIMEOUT_S = 600  # per notebook; a smoke run takes well under a minute
 PASSED = dict(smoke=True, seed=1, new_tokens=12, timing_repeats=3, warmup=1, num_heads=4)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def private_data_dir(tmp_path_factory):
-    "Each test session trains from scratch in its own data folder (the kernels inherit the environment)."
-    old = os.environ.get("EELAB_DATA")
-    os.environ["EELAB_DATA"] = str(tmp_path_factory.mktemp("eelab-data"))
-    yield
-    if old is None:
-        os.environ.pop("EELAB_DATA")
-    else:
-        os.environ["EELAB_DATA"] = old
+# 001-003 share one private data folder (conftest), so they share their trainings
+pytestmark = pytest.mark.usefixtures("private_data_dir")
 
 
 def run(name, out_dir, **params):
