@@ -164,6 +164,7 @@ class Shortlist(Estimator):
     def __init__(self, rows: torch.Tensor, norm: nn.Module, ids: torch.Tensor, pre_norm: bool = False):
         self.rows, self.norm, self.ids, self.pre_norm = rows, norm, ids, pre_norm   # rows (K, C)
 
+    @torch.no_grad()                                   # a decision, never differentiated (norm has weights)
     def scores(self, hidden, prev_hidden=None, logits=None):
         return max_softmax(self.norm(hidden) @ self.rows.T)                      # (..., K) -> (...)
 

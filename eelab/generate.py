@@ -186,7 +186,7 @@ def decode_n_tokens(tokens, prompt_len: int, n_new: int, decode_one_token, meter
         work = meter if on_step is None else WorkMeter()                 # per-step work only if someone asks
         d = decode_one_token(pos, tokens, positions, work)
         exits[:, i], confs[:, i], upper[:, i] = d.exit, d.confidence, d.upper_cached
-        upper[:, d.entered_upper] = True
+        if d.entered_upper: upper[:, d.entered_upper] = True           # recompute's flush only
         tokens[:, pos + 1] = next_token(d.logits, temperature, generator)
         if keep_logits: kept.append(d.logits.float().cpu())
         if on_step is not None:
