@@ -10,7 +10,7 @@ STAMP := $(VENV)/.eelab-installed
 # torch, so Colab keeps its own CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: lab test install check-sync nbtest pytest readme outputs colab-cell lint clean-runs
+.PHONY: lab test install check-sync nbtest pytest readme outputs colab-cell lint clean-runs scale
 
 $(STAMP): settings.ini setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ install: $(STAMP)
 ## The main job: experiments 001 and 002, reference and clean recipes, tables printed.
 lab: $(STAMP)
 	$(VENV)/bin/eelab-lab
+
+## The scale model (issue 11): 8 layers, exits 2/4/6/8, trained jointly and two-phase on all of Shakespeare.
+## About 15 minutes per recipe on 2 cores; the benchmark's and the explorer's `scale` use these checkpoints.
+scale: $(STAMP)
+	$(PY) -m eelab.train --config scale --recipe joint --no-progress
+	$(PY) -m eelab.train --config scale --recipe clean --no-progress
 
 ## Every test: library/notebooks/README in sync, ruff, every notebook (nbdev_test), then pytest.
 test: $(STAMP) check-sync lint nbtest pytest

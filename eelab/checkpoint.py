@@ -105,7 +105,7 @@ def load_progress(path, model, opt, params) -> tuple[dict, dict]:
 # %% ../nbs/05a_checkpoint.ipynb #bd25adb0
 NOT_TRAINING = ("exit_threshold", "device")   # fields that do not change what training produces
 # fields added after runs were cached: hashed only when set, so older runs keep their keys (and folders)
-LATER_FIELDS = dict(precision="fp32", joint_weights="uniform", layer_dropout=0.0, distill=0.0)
+LATER_FIELDS = dict(precision="fp32", joint_weights="uniform", layer_dropout=0.0, distill=0.0, exit_every=0)
 
 def run_key(cfg: ExperimentConfig) -> str:
     "A short hash of every config field that changes training."

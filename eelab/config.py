@@ -9,8 +9,9 @@ from dataclasses import dataclass, fields, asdict
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['RECIPES', 'CORPORA', 'CHOICES', 'POSITIVE', 'SMOKE', 'ConfigError', 'Recipe', 'DictConfig', 'ExperimentConfig',
-           'config_from_params', 'smoke_config', 'seed_everything', 'pick_device', 'data_dir', 'atomic_write']
+__all__ = ['RECIPES', 'CORPORA', 'CHOICES', 'POSITIVE', 'SMOKE', 'SCALE', 'JOINT_ONLY', 'ConfigError', 'Recipe', 'DictConfig',
+           'ExperimentConfig', 'config_from_params', 'smoke_config', 'scale_config', 'seed_everything', 'pick_device',
+           'data_dir', 'atomic_write']
 
 # %% ../nbs/00_config.ipynb #5e814380
 class ConfigError(ValueError):
@@ -137,11 +138,11 @@ class ExperimentConfig(DictConfig):
     joint_weights: str = "uniform"    # exit loss weights: uniform | linear (in depth) | gradual | rotational
     layer_dropout: float = 0.0        # p_max: per-sample layer dropout rising with depth to p_max
     distill: float = 0.0              # weight of the KL from each early exit to the detached deep exit
+    exit_every: int = 0               # also an exit every k layers (0: at phase1_layers and the top only)
     seed: int = 0
     device: str = "auto"              # auto = cuda, then mps, then cpu
     def __post_init__(self): self.validate()
-    # validate: each field's type and range (from its annotation), then the fields that depend on each other
-    def validate(self):
+    def validate(self):               # each field's type and range (its annotation), then the relations
         for f in fields(self): setattr(self, f.name, _check_field(f.name, f.type, getattr(self, f.name)))
         _check_relations(self)
 
@@ -169,10 +170,12 @@ def _check_relations(cfg: ExperimentConfig):
 def _check_joint(cfg: ExperimentConfig):
     if not 0 <= cfg.layer_dropout < 1:
         raise ConfigError("layer_dropout", cfg.layer_dropout, "a probability in [0, 1)")
-    joint_only = dict(joint_weights="uniform", layer_dropout=0.0, distill=0.0)
+    joint_only = dict(joint_weights="uniform", layer_dropout=0.0, distill=0.0, exit_every=0)
     for name, default in joint_only.items():
         if cfg.recipe != "joint" and getattr(cfg, name) != default:
             raise ConfigError(name, getattr(cfg, name), f"{default!r} unless recipe='joint'")
+    if cfg.exit_every >= cfg.phase2_layers:
+        raise ConfigError("exit_every", cfg.exit_every, f"0, or less than phase2_layers={cfg.phase2_layers}")
 
 # %% ../nbs/00_config.ipynb #5eb423b9
 def config_from_params(params: dict, **overrides) -> ExperimentConfig:
@@ -187,6 +190,20 @@ SMOKE = dict(corpus="synthetic", tokenizer="word", seq_len=16, dim=32, num_heads
 def smoke_config(**overrides) -> ExperimentConfig:
     "A tiny, fast config on the synthetic corpus (tests, quick tours)."
     return ExperimentConfig(**{**SMOKE, "device": "cpu", **overrides})
+
+# %% ../nbs/00_config.ipynb #18d0a025
+SCALE = dict(corpus="shakespeare", tokenizer="bpe", vocab_size=8000, seq_len=64, dim=256, num_heads=8,
+             phase1_layers=2, phase2_layers=8, phase1_samples=20000, eval_samples=2300, batch_size=32,
+             phase1_lr=1e-3, phase2_lr=1e-3, weight_decay=0.1, phase1_max_epochs=1, phase2_max_epochs=1,
+             precision="bf16", recipe="joint", exit_every=2, layer_dropout=0.1)
+JOINT_ONLY = ("joint_weights", "layer_dropout", "distill", "exit_every")
+
+def scale_config(**overrides) -> ExperimentConfig:
+    "The scale model's config (joint recipe); another recipe drops the joint-only fields."
+    base = dict(SCALE)
+    if overrides.get("recipe", "joint") != "joint":
+        base = {k: v for k, v in base.items() if k not in JOINT_ONLY}
+    return ExperimentConfig(**{**base, **overrides})
 
 # %% ../nbs/00_config.ipynb #c10b4627
 def seed_everything(seed: int):

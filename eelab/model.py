@@ -53,9 +53,11 @@ def shallow_exit(self: ModelConfig) -> int:
 @patch(cls_method=True)
 def from_experiment(cls: ModelConfig, cfg: ExperimentConfig, vocab_size: int, n_layers: int | None = None,
                     context_len: int | None = None) -> ModelConfig:
-    "Phase 1 (n_layers = phase1_layers) has one exit; deeper models exit at phase1_layers and at the top."
+    "Phase 1 (n_layers <= phase1_layers): one exit; deeper: phase1_layers, each exit_every-th layer, top."
     n_layers = n_layers or cfg.phase2_layers
-    exits = (n_layers,) if n_layers <= cfg.phase1_layers else (cfg.phase1_layers, n_layers)
+    every = range(cfg.exit_every, n_layers, cfg.exit_every) if cfg.exit_every else ()
+    exits = (n_layers,) if n_layers <= cfg.phase1_layers else (cfg.phase1_layers, n_layers, *every)
+    exits = tuple(sorted({e for e in exits if e >= min(cfg.phase1_layers, n_layers)}))
     return cls(vocab_size=vocab_size, dim=cfg.dim, num_heads=cfg.num_heads, n_layers=n_layers,
                exit_layers=exits, ffn_mult=cfg.ffn_mult, rope_base=cfg.rope_base, norm=cfg.norm,
                tie_embeddings=cfg.tie_embeddings, separate_heads=cfg.separate_heads, context_len=context_len)
