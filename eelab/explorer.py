@@ -14,31 +14,46 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from fastcore.basics import patch
-from .config import ConfigError
+from .config import ConfigError, scale_config
 from .model import EarlyExitLM
-from .data import Tokenizer
+from .data import Tokenizer, load_corpus
 from .cost import FlopModel, WorkMeter, flop_model, full_depth_work, reference_cost
-from .checkpoint import load_model
+from .checkpoint import load_model, checkpoint_dir, has_run
 from .generate import generate, GenerationResult, Step
 from .speculate import self_speculative
 from .calibrate import Calibration, calibrate_table, loss_table
 from .batch import BATCH_STRATEGIES, BatchResult, batched_true_exit, left_pad, upper_rows
 
 # %% auto #0
-__all__ = ['MAX_NEW', 'MODES', 'DRAFT_LENS', 'SHALLOW', 'DEEP', 'SKIPPED', 'DISCARDED', 'ACCEPTED', 'VERIFIED', 'REJECTED',
-           'DELTAS', 'EPSILONS', 'BATCH_PROMPTS', 'LANE_CODES', 'asset_path', 'load_explorer_model',
-           'check_explorer_args', 'exit_colours', 'legend_html', 'spec_legend_html', 'Trace', 'TokenStep', 'add_step',
-           'record', 'trace_figure', 'Explorer', 'trace_svg', 'sampled_windows', 'guarantee_text', 'Lanes',
-           'record_lanes', 'lane_counters', 'lanes_figure', 'lanes_html', 'lanes_counters_html', 'LaneExplorer']
+__all__ = ['EXPLORER_MODELS', 'MAX_NEW', 'MODES', 'DRAFT_LENS', 'SHALLOW', 'DEEP', 'SKIPPED', 'DISCARDED', 'ACCEPTED', 'VERIFIED',
+           'REJECTED', 'DELTAS', 'EPSILONS', 'BATCH_PROMPTS', 'LANE_CODES', 'asset_path', 'load_trained_model',
+           'load_explorer_model', 'check_explorer_args', 'exit_colours', 'legend_html', 'spec_legend_html', 'Trace',
+           'TokenStep', 'add_step', 'record', 'trace_figure', 'Explorer', 'trace_svg', 'sampled_windows',
+           'guarantee_text', 'Lanes', 'record_lanes', 'lane_counters', 'lanes_figure', 'lanes_html',
+           'lanes_counters_html', 'LaneExplorer']
 
 # %% ../nbs/06_explorer.ipynb #83c4b910
 def asset_path(name: str) -> Path:
     "Path of a file shipped in eelab/assets/."
     return Path(str(files("eelab") / "assets" / name))
 
+# %% ../nbs/06_explorer.ipynb #a073613c
+EXPLORER_MODELS = ("small", "scale")   # shipped in eelab/assets | trained by `make scale`
+
+def load_trained_model(cfg, device="cpu") -> tuple[EarlyExitLM, Tokenizer, float]:
+    "(model, tokenizer, mined threshold) of `cfg`'s finished training run under data/checkpoints."
+    if not has_run(cfg):
+        raise FileNotFoundError(f"{checkpoint_dir(cfg)} has no trained model: run `make scale` "
+                                f"(or `python -m eelab.train --config <config> --recipe {cfg.recipe}`)")
+    model, meta = load_model(checkpoint_dir(cfg) / "phase2.safetensors", device)
+    return model.eval(), load_corpus(cfg).tokenizer, float(meta["threshold"])
+
 # %% ../nbs/06_explorer.ipynb #78c2deff
-def load_explorer_model(device="cpu") -> tuple[EarlyExitLM, Tokenizer, float]:
-    "(model, tokenizer, mined threshold) of the shipped checkpoint (tools/make_explorer_checkpoint.py)."
+def load_explorer_model(device="cpu", which: str = "small") -> tuple[EarlyExitLM, Tokenizer, float]:
+    "(model, tokenizer, mined threshold): the shipped checkpoint, or the scale model `make scale` trains."
+    if which not in EXPLORER_MODELS:
+        raise ConfigError("which", which, "'small' (shipped with eelab) or 'scale' (after `make scale`)")
+    if which == "scale": return load_trained_model(scale_config(), device)
     path = asset_path("explorer-small.safetensors")
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run `python tools/make_explorer_checkpoint.py`")

@@ -300,3 +300,24 @@ def test_calibrated_preset_moves_the_slider_and_states_the_guarantee():
     with pytest.raises(ConfigError, match="calibration_windows="):
         Explorer(model, TOK, n_new=4, calibration_windows=torch.rand(3, 5))
     assert Explorer(model, TOK, n_new=4).calibration_box.layout.display == "none"     # no windows, no preset
+
+
+def test_explorer_loads_a_trained_run_and_names_the_command_when_missing(private_data_dir):
+    # breaks if load_explorer_model accepts an unknown model name, if a missing scale model fails with
+    # anything but the command that trains it, or if a trained run comes back with other weights/threshold
+    from eelab.config import smoke_config
+    from eelab.explorer import load_trained_model
+    from eelab.train import train_two_phase
+    with pytest.raises(ConfigError) as err:
+        load_explorer_model(which="large")
+    assert err.value.field == "which" and "'scale'" in str(err.value)
+    with pytest.raises(FileNotFoundError, match="make scale"):
+        load_explorer_model(which="scale")                      # a fresh data folder: nothing trained
+    cfg = smoke_config(recipe="joint", phase2_layers=6, exit_every=2, phase1_max_epochs=1)
+    run = train_two_phase(cfg, progress=False)
+    model, tokenizer, threshold = load_trained_model(cfg)
+    assert model.exit_layers == (2, 4, 6) and threshold == pytest.approx(run.threshold)
+    assert tokenizer.vocab_size == run.corpus.tokenizer.vocab_size
+    x = torch.randint(0, tokenizer.vocab_size, (1, 8))
+    for e, logits in model(x).items():
+        assert torch.equal(logits, run.model.eval()(x)[e])
