@@ -6,24 +6,29 @@
 from __future__ import annotations
 import argparse, json, numbers, os, statistics, sys, tempfile, time
 from pathlib import Path
+from types import SimpleNamespace
 import torch
 from fastcore.imports import IN_NOTEBOOK
-from .config import ExperimentConfig, ConfigError, pick_device, smoke_config
-from .model import param_counts
+from .config import CHOICES, RECIPES, ExperimentConfig, ConfigError, pick_device, smoke_config
+from .data import load_corpus
+from .cost import WorkMeter, flop_model
+from .model import EarlyExitLM, ModelConfig, param_counts
 from .cache import KVCache
 from .estimators import ESTIMATORS as ESTIMATOR_REGISTRY, make_estimator, max_softmax
 from .generate import FILL_POLICIES, cached, true_exit, check_threshold
 from .speculate import self_speculative
 from .batch import bench_batch
 from .report import time_interleaved
+from .train import _Progress, _adamw, _joint_loss, _lm_loss, _run_epoch, _step_fn, exit_weights
 
 # %% auto #0
-__all__ = ['BUDGETS', 'CONFIGS', 'HF_CONFIGS', 'SCALE', 'POLICIES', 'ESTIMATORS', 'DRAFT_LENS', 'DEFAULT_THRESHOLDS',
-           'HF_THRESHOLD', 'HF_TEXT_CHARS', 'HF_WINDOW', 'bench_config', 'exit_kwargs', 'spec_kwargs', 'check_args',
-           'step_times', 'bench_model', 'bench_speculation', 'ceiling', 'profile_step', 'explain',
-           'predict_speculation', 'estimator_thresholds', 'run_config', 'load_hf_config', 'hf_stream', 'run_hf_config',
-           'best_row', 'targets', 'spec_targets', 'write_json', 'bench_figure', 'spec_figure', 'format_report',
-           'run_bench', 'main']
+__all__ = ['BUDGETS', 'CONFIGS', 'HF_CONFIGS', 'SCALE', 'POLICIES', 'ESTIMATORS', 'DRAFT_LENS', 'PRECISIONS',
+           'DEFAULT_THRESHOLDS', 'HF_THRESHOLD', 'HF_TEXT_CHARS', 'HF_WINDOW', 'DTYPES', 'PEAK_N', 'TRAIN_FACTOR',
+           'JOINT_STEP', 'bench_config', 'exit_kwargs', 'spec_kwargs', 'check_args', 'step_times', 'bench_model',
+           'bench_speculation', 'ceiling', 'profile_step', 'explain', 'predict_speculation', 'estimator_thresholds',
+           'run_config', 'load_hf_config', 'hf_stream', 'run_hf_config', 'best_row', 'targets', 'spec_targets',
+           'peak_flops', 'train_work', 'train_step_flops', 'trainer_setup', 'train_step_times', 'bench_train_steps',
+           'write_json', 'bench_figure', 'spec_figure', 'format_report', 'run_bench', 'main']
 
 # %% ../nbs/10_bench.ipynb #9de77379
 BUDGETS = ("full", "brief")
@@ -68,10 +73,18 @@ def _positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ConfigError(name, value, "an int >= 1")
 
+# %% ../nbs/10_bench.ipynb #9df909dc
+PRECISIONS = CHOICES["precision"]                            # ("fp32", "bf16"): the trainer's precisions
+
+def _check_precisions(precisions, field: str = "precisions"):
+    if not precisions: raise ConfigError(field, precisions, f"at least one of {', '.join(PRECISIONS)}")
+    for p in precisions:
+        if p not in PRECISIONS: raise ConfigError(field, p, f"among {', '.join(PRECISIONS)}")
+
 # %% ../nbs/10_bench.ipynb #cf66227e
 def check_args(configs=("smoke",), budget="brief", thresholds=None, policies=None, estimators=ESTIMATORS,
                repeats=20, warmup=3, new_tokens=32, prompts=8, draft_lens=DRAFT_LENS, draft_threshold=None,
-               batch_sizes=()):
+               batch_sizes=(), train_steps=None):
     "ConfigError naming the first bad benchmark argument; nothing is trained before this passes."
     for name in configs:
         if name not in CONFIGS + HF_CONFIGS:
@@ -88,6 +101,7 @@ def check_args(configs=("smoke",), budget="brief", thresholds=None, policies=Non
     for d in draft_lens:
         if d != "adaptive": _positive_int("draft_lens", d)
     for b in batch_sizes: _positive_int("batch_sizes", b)
+    if train_steps is not None: _check_precisions(train_steps or PRECISIONS, "train_steps")   # []: both
     dt = draft_threshold
     if dt is not None and (isinstance(dt, bool) or not isinstance(dt, numbers.Real) or not 0 <= dt <= 1):
         raise ConfigError("draft_threshold", dt, "None (the recipe's exit threshold) or a number in [0, 1]")
@@ -478,6 +492,156 @@ def spec_targets(rows: list[dict], speedup: float = 1.8, reuse_gain: float = 1.1
                 median_efficiency=eff, efficiency_met=eff >= efficiency,
                 all_lossless=all(r["same_tokens"] for r in rows))
 
+# %% ../nbs/10_bench.ipynb #142fcc5d
+DTYPES = dict(fp32=torch.float32, bf16=torch.bfloat16)
+PEAK_N = dict(cpu=2048, cuda=8192)                           # matmul size of the peak, per device type
+
+# %% ../nbs/10_bench.ipynb #73d21bf6
+def _sync(device):
+    "Wait for the device's queued kernels (CUDA runs asynchronously; a CPU op is done when it returns)."
+    if torch.device(device).type == "cuda": torch.cuda.synchronize(device)
+
+# %% ../nbs/10_bench.ipynb #56df4329
+def peak_flops(dtype="fp32", n: int = 2048, repeats: int = 5, warmup: int = 2, device="cpu") -> float:
+    "Measured FLOP/s of an (n, n) @ (n, n) matmul in `dtype` (a precision name or a torch dtype): the median."
+    dt = DTYPES.get(dtype, dtype)
+    a, b = (torch.randn(n, n, device=device).to(dt) for _ in range(2))       # (n, n) each
+    def seconds():
+        _sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        _sync(device)
+        return time.perf_counter() - t0
+    for _ in range(warmup): seconds()
+    return 2 * n ** 3 / statistics.median(seconds() for _ in range(repeats))
+
+# %% ../nbs/10_bench.ipynb #f2b67130
+def train_work(mc, batch_size: int, seq_len: int, exits) -> WorkMeter:
+    "Forward work of one training step over (batch_size, seq_len) tokens: every layer, a head per exit."
+    tokens = batch_size * seq_len
+    return WorkMeter(layer_forwards=tokens * mc.n_layers, head_evals=tokens * len(exits),
+                     attention_pairs=mc.n_layers * batch_size * seq_len * (seq_len + 1) // 2)
+
+# %% ../nbs/10_bench.ipynb #246dbfce
+TRAIN_FACTOR = 3          # forward + backward (2 x forward): FLOPs of a step over those of its forward
+
+def train_step_flops(model, batch_size: int, seq_len: int, exits=None, distilled=()) -> int:
+    "FLOPs of one optimizer step of an EarlyExitLM (or its ModelConfig) whose layers all train."
+    mc = getattr(model, "config", model)
+    fm = flop_model(SimpleNamespace(config=mc))
+    exits = mc.exit_layers if exits is None else exits                      # the exits whose heads train
+    forward = fm.of(train_work(mc, batch_size, seq_len, exits))
+    return TRAIN_FACTOR * forward + 4 * batch_size * seq_len * len(distilled) * fm.head
+
+# %% ../nbs/10_bench.ipynb #f68fe019
+JOINT_STEP = (1, 2)       # (step, total steps) at which the joint loss is timed: the last of two
+
+def trainer_setup(cfg: ExperimentConfig, vocab_size: int, device="cpu") -> tuple:
+    "(model in train mode, loss_fn, extra batch items, trained exits, distilled exits) of the first phase."
+    torch.manual_seed(cfg.seed)
+    if RECIPES[cfg.recipe].phases == 1:                                      # joint: everything at once
+        mc = ModelConfig.from_experiment(cfg, vocab_size, context_len=cfg.seq_len)
+        step, total = JOINT_STEP
+        weights = exit_weights(cfg.joint_weights, mc.exit_layers, step, total)
+        exits = [e for e, w in weights.items() if w]
+        distilled = mc.exit_layers[:-1] if cfg.distill else ()
+        loss_fn, extra = _joint_loss(cfg, total), (step,)
+    else:                                                                    # phase 1: one exit
+        mc = ModelConfig.from_experiment(cfg, vocab_size, cfg.phase1_layers, context_len=cfg.seq_len)
+        exits, distilled, loss_fn, extra = list(mc.exit_layers), (), _lm_loss(cfg.phase1_layers), ()
+    return EarlyExitLM(mc).to(device).train(), loss_fn, extra, exits, distilled
+
+# %% ../nbs/10_bench.ipynb #2b0d2bd4
+def _step_timer(cfg, model, loss_fn, batch, precision: str, device):
+    "A callable running one optimizer step as the trainer does: its seconds and loss (also kept in .losses)."
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt, step_fn = _adamw(params, cfg.phase1_lr, cfg.weight_decay), _step_fn(model, loss_fn, 1)
+    def step():
+        _sync(device)
+        t0 = time.perf_counter()
+        loss, _ = _run_epoch(model, opt, params, [batch], step_fn, cfg.grad_clip, _Progress("", 1, False), 0,
+                             None, precision)
+        _sync(device)
+        step.losses.append(loss)
+        return SimpleNamespace(seconds=time.perf_counter() - t0, loss=loss)
+    step.losses = []                                             # every step's loss, in order
+    return step
+
+# %% ../nbs/10_bench.ipynb #2ba39ad6
+def _speedup(timing: dict, precision: str) -> dict:
+    "Median and quartiles of the per-round ratio fp32 / `precision` (None when fp32 was not timed)."
+    if "fp32" not in timing: return dict(speedup_vs_fp32=None, speedup_q1=None, speedup_q3=None)
+    r = dict(median=1.0, q1=1.0, q3=1.0) if precision == "fp32" else timing["ratios"][precision]
+    return dict(speedup_vs_fp32=r["median"], speedup_q1=r["q1"], speedup_q3=r["q3"])
+
+# %% ../nbs/10_bench.ipynb #2f3b3d24
+def _train_row(name, cfg, model, precision, timing, flops, peak, exits, loss) -> dict:
+    t, tokens = timing[precision], cfg.batch_size * cfg.seq_len
+    row = dict(config=name, precision=precision, recipe=cfg.recipe, batch_size=cfg.batch_size,
+               seq_len=cfg.seq_len, vocab_size=model.config.vocab_size, dim=model.config.dim,
+               n_layers=model.n_layers, exits=list(exits), params=param_counts(model)["total"],
+               step_s=t["median"], step_q1=t["q1"], step_q3=t["q3"], repeats=t["repeats"],
+               tokens_per_s=tokens / t["median"], step_flops=flops, achieved_flops=flops / t["median"],
+               peak_flops=peak, peak_fraction=flops / t["median"] / peak, loss=loss)
+    return row | _speedup(timing, precision)
+
+# %% ../nbs/10_bench.ipynb #c012aa99
+def train_step_times(cfg: ExperimentConfig, vocab_size: int | None = None, precisions=PRECISIONS,
+                     repeats: int = 12, warmup: int = 3, device="cpu", peaks: dict | None = None,
+                     config_name: str = "") -> list[dict]:
+    "Rows (one per precision): one optimizer step of `cfg`'s trainer, timed interleaved; FLOP/s vs the peak."
+    _check_precisions(precisions)
+    for name, v in dict(repeats=repeats, warmup=warmup + 1).items(): _positive_int(name, v)
+    dev = pick_device(device)
+    vocab_size = vocab_size or load_corpus(cfg).tokenizer.vocab_size
+    names = sorted(set(precisions), key=PRECISIONS.index)                     # fp32 first: the ratios' base
+    g = torch.Generator().manual_seed(cfg.seed)
+    tokens = torch.randint(vocab_size, (cfg.batch_size, cfg.seq_len + 1), generator=g).to(dev)  # (B, T+1)
+    timers = {}
+    for p in names:
+        model, loss_fn, extra, exits, distilled = trainer_setup(cfg, vocab_size, dev)
+        timers[p] = _step_timer(cfg, model, loss_fn, (tokens[:, :-1], tokens[:, 1:], *extra), p, dev)
+    timing = time_interleaved(timers, repeats=repeats, warmup=warmup)
+    peaks = peaks or {p: peak_flops(p, PEAK_N.get(dev.type, PEAK_N["cpu"]), device=dev) for p in names}
+    flops = train_step_flops(model, cfg.batch_size, cfg.seq_len, exits, distilled)
+    return [_train_row(config_name, cfg, model, p, timing, flops, peaks[p], exits, timers[p].losses[-1])
+            for p in names]
+
+# %% ../nbs/10_bench.ipynb #60caa5b0
+def bench_train_steps(configs, precisions=PRECISIONS, repeats: int = 12, warmup: int = 3, device="auto",
+                      vocab_sizes: dict | None = None) -> dict:
+    "The training-step table of the trainer configs among `configs`: peaks, device, threads and rows."
+    dev, precisions = pick_device(device), sorted(set(precisions), key=PRECISIONS.index)
+    n = PEAK_N.get(dev.type, PEAK_N["cpu"])
+    peaks = {p: peak_flops(p, n, device=dev) for p in precisions}
+    rows = []
+    for name in (c for c in configs if c in CONFIGS):
+        vocab, cfg = (vocab_sizes or {}).get(name), bench_config(name, "full")
+        rows += train_step_times(cfg, vocab, precisions, repeats, warmup, device, peaks, name)
+    return dict(peaks=peaks, peak_n=n, device=str(dev), threads=torch.get_num_threads(), rows=rows)
+
+# %% ../nbs/10_bench.ipynb #df29ed1b
+def _train_shape(r: dict) -> str:
+    return (f"  {r['config']}: {r['recipe']} recipe, dim {r['dim']}, {r['n_layers']} layers, trained exits "
+            f"{r['exits']}, vocab {r['vocab_size']:,}, {r['params']:,} params, batch {r['batch_size']} x "
+            f"{r['seq_len']} tokens")
+
+# %% ../nbs/10_bench.ipynb #69c238e6
+def _train_lines(t: dict) -> list[str]:
+    peaks = ", ".join(f"{p} {f / 1e9:.0f} GFLOP/s" for p, f in t["peaks"].items())
+    lines = [f"training steps (one optimizer step as the trainer runs it; interleaved medians; "
+             f"{t['device']}, {t['threads']} threads); measured {t['peak_n']}^2 matmul peak: {peaks}",
+             f"  {'config':<10}{'prec':<6}{'step ms':>9}{'IQR ms':>16}{'tokens/s':>10}{'GFLOP/s':>9}"
+             f"{'% peak':>7}{'vs fp32':>8}{'GFLOP/step':>11}"]
+    for i, r in enumerate(t["rows"]):
+        if i == 0 or r["config"] != t["rows"][i - 1]["config"]: lines.append(_train_shape(r))
+        speed = "" if r["speedup_vs_fp32"] is None else f"{r['speedup_vs_fp32']:.2f}x"
+        lines.append(f"  {r['config']:<10}{r['precision']:<6}{1e3 * r['step_s']:>9.1f}"
+                     f"{1e3 * r['step_q1']:>8.1f}-{1e3 * r['step_q3']:<7.1f}{r['tokens_per_s']:>10,.0f}"
+                     f"{r['achieved_flops'] / 1e9:>9.1f}{100 * r['peak_fraction']:>6.0f}%{speed:>8}"
+                     f"{r['step_flops'] / 1e9:>11.2f}")
+    return lines
+
 # %% ../nbs/10_bench.ipynb #f402f229
 def write_json(path, obj) -> Path:
     "Write obj (made JSON-able by eelab.report.plain) to `path` atomically."
@@ -629,8 +793,8 @@ def _best_lines(c: dict) -> list[str]:
 
 # %% ../nbs/10_bench.ipynb #446c64ec
 def format_report(results: dict) -> str:
-    "The tables, the ceiling and the time breakdown, as text."
-    lines = []
+    "The tables, the ceiling and the time breakdown, as text (the training-step table first, if any)."
+    lines = _train_lines(results["train_steps"]) if results.get("train_steps") else []
     for c in results["configs"]:
         lines.append(_header(c))
         lines += _exit_lines(c)
@@ -642,22 +806,32 @@ def format_report(results: dict) -> str:
     return "\n".join(lines)
 
 # %% ../nbs/10_bench.ipynb #74162dac
+def _write_figures(results: dict, out: Path, html: bool):
+    for name, fig in (("bench_figure", bench_figure(results)), ("spec_figure", spec_figure(results))):
+        write_json(out / f"{name}.json", json.loads(fig.to_json()))
+        if html: fig.write_html(str(out / f"{name}.html"), include_plotlyjs="cdn")
+
+# %% ../nbs/10_bench.ipynb #f355971b
 def run_bench(configs=("smoke",), out_dir="_runs/bench", budget: str = "brief", html: bool = False,
-              **kwargs) -> dict:
-    "Benchmark each config, write bench.json (atomically) and the figures into out_dir, print the report."
-    check_args(configs, budget, **{k: kwargs[k] for k in _CHECKED if k in kwargs})
+              train_steps=None, decode: bool = True, **kwargs) -> dict:
+    """Benchmark each config, write bench.json (atomically) and the figures into out_dir, print the report.
+    train_steps: None, or the precisions of the training-step table ([]: fp32 and bf16); decode=False: only
+    that table (nothing trained)."""
+    check_args(configs, budget, train_steps=train_steps, **{k: kwargs[k] for k in _CHECKED if k in kwargs})
     t0 = time.perf_counter()
     results = dict(schema="eelab.bench/2", torch=torch.__version__, configs=[])
-    for name in configs:
+    if train_steps is not None:
+        results["train_steps"] = bench_train_steps(configs, train_steps or PRECISIONS,
+                                                   kwargs.get("repeats", 20), kwargs.get("warmup", 3),
+                                                   kwargs.get("device", "auto"))
+    for name in configs if decode else ():
         c = run_config(name, budget, **kwargs)
         c["targets"], c["spec_targets"] = targets(c), spec_targets(c["spec_rows"])
         results["configs"].append(c)
     results["wall_seconds"] = time.perf_counter() - t0
     out = Path(out_dir)
     results["json"] = str(write_json(out / "bench.json", results))
-    for name, fig in (("bench_figure", bench_figure(results)), ("spec_figure", spec_figure(results))):
-        write_json(out / f"{name}.json", json.loads(fig.to_json()))
-        if html: fig.write_html(str(out / f"{name}.html"), include_plotlyjs="cdn")
+    if results["configs"]: _write_figures(results, out, html)
     print(format_report(results))
     return results
 
@@ -690,6 +864,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-speculation", action="store_true", help="skip the self-speculation rows")
     ap.add_argument("--batch-sizes", nargs="+", type=int, default=[],
                     help="add the batch table at these batch sizes (issue 14: 1 4 16 64)")
+    ap.add_argument("--train-steps", nargs="*", default=None, metavar="PRECISION",
+                    help=f"add the training-step table in these precisions among {PRECISIONS} (default: all)")
+    ap.add_argument("--train-steps-only", action="store_true",
+                    help="only the training-step table: no model trained, no decoding timed")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--html", action="store_true")
     ap.add_argument("--out", default="_runs/bench")
@@ -707,9 +885,11 @@ def main(argv=None):
               thresholds=a.thresholds, policies=a.policies, estimators=a.estimators, device=a.device,
               draft_lens=a.draft_lens, draft_threshold=a.draft_threshold, speculation=not a.no_speculation,
               batch_sizes=a.batch_sizes)
-    try: check_args(configs, a.budget, **{k: kw[k] for k in _CHECKED})
+    train_steps = [] if a.train_steps is None and a.train_steps_only else a.train_steps
+    try: check_args(configs, a.budget, train_steps=train_steps, **{k: kw[k] for k in _CHECKED})
     except ConfigError as err: _parser().error(str(err))                  # exit 2, before any training
-    return run_bench(configs, a.out, a.budget, html=a.html, **kw)
+    return run_bench(configs, a.out, a.budget, html=a.html, train_steps=train_steps,
+                     decode=not a.train_steps_only, **kw)
 
 # %% ../nbs/10_bench.ipynb #bdb815fd
 def _in_notebook() -> bool:

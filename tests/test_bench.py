@@ -219,3 +219,85 @@ def test_hf_config_names_checked_before_loading(monkeypatch):
     monkeypatch.setattr(bench, "load_hf_config", lambda name: pytest.fail("loaded before checking"))
     with pytest.raises(ConfigError, match="repeats=0"): bench.run_config("smollm2", repeats=0)
     with pytest.raises(ConfigError, match="budget='x'"): bench.run_bench(["smollm2"], budget="x")
+
+
+def test_train_step_flops_by_hand():
+    # issue 11 §3: a step's FLOPs counted by hand from the matmul weights (breaks if a layer, the attention
+    # pairs, a trained exit's head or the 3x of forward + backward goes missing)
+    import torch
+    from eelab.bench import train_step_flops, train_work, trainer_setup
+    from eelab.config import smoke_config
+    from eelab.model import EarlyExitLM, ModelConfig, WorkMeter
+    mc = ModelConfig(vocab_size=11, dim=8, num_heads=2, n_layers=3, exit_layers=(1, 2, 3),
+                     separate_heads=True)
+    model, B, T = EarlyExitLM(mc), 3, 7
+    per_token = sum(2 * m.weight.numel() for m in model.layers[1].modules() if isinstance(m, torch.nn.Linear))
+    pairs = B * sum(range(1, T + 1))                                         # causal: query t sees t keys
+    heads = sum(2 * model.head(e).proj.weight.numel() for e in (1, 2, 3))   # per token
+    forward = 3 * B * T * per_token + 3 * pairs * 4 * 8 + B * T * heads
+    assert train_step_flops(model, B, T) == 3 * forward == train_step_flops(mc, B, T)
+    assert train_step_flops(model, B, T, exits=(3,)) == 3 * (forward - B * T * 2 * 2 * 11 * 8)
+    meter = WorkMeter()
+    model.forward_hidden(torch.randint(0, 11, (B, T)), meter=meter)          # the model's own count
+    assert train_work(mc, B, T, ()) == meter
+    phase1, _, _, exits, _ = trainer_setup(smoke_config(dim=16), vocab_size=20)
+    assert exits == [phase1.n_layers] == [smoke_config().phase1_layers]     # phase 1: one exit, one head
+
+
+@pytest.mark.parametrize("recipe", ["reference", "joint"])
+def test_train_steps_fp32_and_bf16_run(recipe):
+    # both precisions take real optimizer steps of the trainer's model and report finite, positive numbers
+    import math
+    from eelab.bench import train_step_flops, train_step_times, trainer_setup
+    from eelab.config import smoke_config
+    cfg = smoke_config(dim=16, batch_size=4, seq_len=8, recipe=recipe)
+    peaks = dict(fp32=1e10, bf16=2e10)
+    rows = train_step_times(cfg, vocab_size=30, repeats=2, warmup=1, peaks=peaks, config_name="tiny")
+    model, _, _, exits, distilled = trainer_setup(cfg, 30)
+    assert [r["precision"] for r in rows] == ["fp32", "bf16"]
+    assert exits == list(model.exit_layers if recipe == "joint" else model.exit_layers[-1:])
+    for r in rows:
+        for k in ("step_s", "tokens_per_s", "achieved_flops", "peak_fraction", "loss", "speedup_vs_fp32"):
+            assert 0 < r[k] < math.inf, (k, r[k])
+        assert r["step_flops"] == train_step_flops(model, 4, 8, exits, distilled) and r["exits"] == exits
+        assert r["tokens_per_s"] == 32 / r["step_s"] and r["repeats"] == 2
+        assert abs(r["peak_fraction"] - r["achieved_flops"] / peaks[r["precision"]]) < 1e-12
+    assert rows[0]["speedup_vs_fp32"] == 1.0
+
+
+def test_peak_flops_positive():
+    import math
+    from eelab.bench import peak_flops
+    for dtype in ("fp32", "bf16"):
+        assert 0 < peak_flops(dtype, n=64, repeats=2, warmup=1) < math.inf
+
+
+def test_bad_train_steps_arguments(tmp_path, capsys):
+    # a bad precision is named before anything runs, in the library and on the command line
+    from eelab.bench import check_args, main, train_step_times
+    from eelab.config import ConfigError, smoke_config
+    with pytest.raises(ConfigError, match="train_steps='fp16'"): check_args(train_steps=["bf16", "fp16"])
+    check_args(train_steps=[])                                                # []: fp32 and bf16
+    with pytest.raises(ConfigError, match=r"precisions=\(\)"):
+        train_step_times(smoke_config(), 20, precisions=())
+    with pytest.raises(ConfigError, match="repeats=0"): train_step_times(smoke_config(), 20, repeats=0)
+    for args, field in ((["--train-steps", "fp32", "fp8"], "train_steps='fp8'"),
+                        (["--train-steps-only", "--repeats", "0"], "repeats=0")):
+        with pytest.raises(SystemExit) as e: main(["--configs", "smoke", *args, "--out", str(tmp_path)])
+        assert e.value.code == 2 and field in capsys.readouterr().err, args
+    assert not (tmp_path / "bench.json").exists()
+
+
+def test_train_steps_only_cli_report(tmp_path, capsys):
+    # --train-steps-only: the table alone (no training, no figures), in bench.json and in format_report
+    from eelab.bench import format_report, main
+    res = main(["--smoke", "--train-steps-only", "--configs", "smoke", "hf-tiny", "--out", str(tmp_path)])
+    stdout = capsys.readouterr().out
+    t = json.loads((tmp_path / "bench.json").read_text())["train_steps"]
+    assert res["configs"] == [] and not (tmp_path / "bench_figure.json").exists()
+    assert [(r["config"], r["precision"]) for r in t["rows"]] == [("smoke", "fp32"), ("smoke", "bf16")]
+    assert set(t["peaks"]) == {"fp32", "bf16"} and all(r["repeats"] == 5 for r in t["rows"])
+    report = format_report(res)
+    assert "training steps" in stdout and report in stdout and "% peak" in report
+    for r in t["rows"]:
+        assert f"{r['config']:<10}{r['precision']:<6}{1e3 * r['step_s']:>9.1f}" in report
