@@ -19,7 +19,8 @@ from .checkpoint import (TrainedRun, state_tensors, load_tensors, save_model, lo
 __all__ = ['ABLATION', 'fused_linear_cross_entropy', 'token_stats', 'ppl', 'TrainingInterrupted', 'train_phase', 'length_one_ppl',
            'hard_token_weights', 'evaluate_split', 'train_two_phase', 'plot_history', 'layer_drop_probs',
            'layer_keep_masks', 'joint_hidden', 'exit_weights', 'distill_loss', 'shallow_part', 'train_joint',
-           'exit_agreement', 'ablation', 'cli_config', 'main']
+           'exit_agreement', 'ratio_threshold', 'agreement_at_ratio', 'speculation_prompts', 'speculation_acceptance',
+           'ablation', 'cli_config', 'main']
 
 # %% ../nbs/05_train.ipynb #6a9f29b8
 def _chunk_loss_and_grad(hc, weight, yc, wc, need_grad: bool = True):
@@ -672,18 +673,68 @@ def exit_agreement(run, split="test") -> float:
         same.append((top[e] == top[L]).flatten())
     return torch.cat(same).float().mean().item()
 
-# %% ../nbs/05_train.ipynb #72847544
-def ablation(base: ExperimentConfig, variants: dict = ABLATION, baselines=("clean",)):
+# %% ../nbs/05_train.ipynb #3cf8ce76
+@torch.no_grad()
+def ratio_threshold(model: EarlyExitLM, windows: torch.Tensor, exit_ratio: float = 0.5,
+                    estimator="softmax_max", exit_layer: int | None = None, batch_size: int = 64) -> float:
+    "The threshold at which `exit_ratio` of the windows' (N, T+1) predicted tokens exit at the shallow exit."
+    if isinstance(exit_ratio, bool) or not isinstance(exit_ratio, (int, float)) or not 0 <= exit_ratio <= 1:
+        raise ConfigError("exit_ratio", exit_ratio, "a number in [0, 1] (the share of tokens that exit)")
+    from eelab.estimators import as_estimator, exit_pass
+    est, device, conf = as_estimator(estimator, model), next(model.parameters()).device, []
+    for s in range(0, len(windows), batch_size):
+        p = exit_pass(model.eval(), windows[s:s + batch_size, :-1].to(device), exit_layer)
+        conf.append(est.scores(p["hidden"], p["prev"], p["shallow"]).flatten().cpu())   # (B*T,)
+    k = round(exit_ratio * sum(len(c) for c in conf))                 # how many tokens exit
+    return torch.cat(conf).sort(descending=True).values[k - 1].item() if k else math.inf
+
+# %% ../nbs/05_train.ipynb #9f8e98e6
+def agreement_at_ratio(run, exit_ratio: float = 0.5, fills=("skip", "recompute"), estimator="softmax_max"):
+    "Threshold for `exit_ratio` on validation; on test, teacher-forced true exit: exit rate, agreement/fill."
+    from eelab.exits import teacher_forced_quality
+    model, bs = run.model.eval(), run.cfg.batch_size
+    e, test_w = model.exit_layers[0], run.corpus.windows("test")          # the shallow exit; (N, T+1)
+    threshold = ratio_threshold(model, run.corpus.windows("valid"), exit_ratio, estimator, e, bs)
+    rows = teacher_forced_quality(model, test_w, list(fills), estimator, [threshold], e, bs)
+    return dict(threshold=threshold, exit_rate=rows[0]["exit_rate"],
+                **{f"agreement_{r['fill']}": r["agreement"] for r in rows})
+
+# %% ../nbs/05_train.ipynb #d77f2484
+def speculation_prompts(run, n_prompts: int = 128, prompt_len: int | None = None, split="test"):
+    "(n_prompts, P): the first P tokens of n_prompts windows evenly spaced over the split (fixed)."
+    windows = run.corpus.windows(split)                                    # (N, T+1)
+    picks = torch.linspace(0, len(windows) - 1, n_prompts).round().long()
+    return windows[picks, :prompt_len or run.cfg.seq_len // 2]
+
+def speculation_acceptance(run, n_prompts: int = 128, draft_len: int = 4, prompt_len: int | None = None):
+    "Greedy self-speculation from the shallow exit: mean acceptance rate and tokens per verify pass."
+    from eelab.speculate import self_speculative
+    prompts, model = speculation_prompts(run, n_prompts, prompt_len), run.model.eval()
+    n_new, device = run.cfg.seq_len - prompts.shape[1] + 1, next(model.parameters()).device
+    results = [self_speculative(model, p[None].to(device), n_new, draft_len, exit_layer=model.exit_layers[0])
+               for p in prompts]
+    return dict(acceptance=sum(r.acceptance_rate for r in results) / len(results),
+                tokens_per_pass=sum(r.tokens_per_pass for r in results) / len(results))
+
+# %% ../nbs/05_train.ipynb #3166655b
+def _ablation_row(run, exit_ratio: float, draft_len: int, n_prompts: int) -> dict:
+    test = {p: run.metrics[p]["test"] for p in ("phase1", "phase2")}
+    at_ratio, spec = agreement_at_ratio(run, exit_ratio), speculation_acceptance(run, n_prompts, draft_len)
+    return dict(shallow_ppl=test["phase1"]["ppl"], shallow_acc=test["phase1"]["acc"],
+                deep_ppl=test["phase2"]["ppl"], deep_acc=test["phase2"]["acc"], agreement=exit_agreement(run),
+                ratio_exit_rate=at_ratio["exit_rate"], ratio_agreement_skip=at_ratio["agreement_skip"],
+                ratio_agreement_recompute=at_ratio["agreement_recompute"],
+                spec_acceptance=spec["acceptance"], spec_tokens_per_pass=spec["tokens_per_pass"],
+                train_s=run.seconds["total"])
+
+def ablation(base: ExperimentConfig, variants: dict = ABLATION, baselines=("clean",), exit_ratio: float = 0.5,
+             draft_len: int = 4, n_prompts: int = 128):
     "A table: one joint run per variant of `base` (and the two-phase `baselines`), each exit on test."
     import pandas as pd
     rows = {}
     for name, changes in {**{b: dict(recipe=b) for b in baselines}, **variants}.items():
-        cfg = base.replace(**{"recipe": "joint", **changes})
-        run = train_two_phase(cfg, progress=False)
-        test = {p: run.metrics[p]["test"] for p in ("phase1", "phase2")}
-        rows[name] = dict(shallow_ppl=test["phase1"]["ppl"], shallow_acc=test["phase1"]["acc"],
-                          deep_ppl=test["phase2"]["ppl"], deep_acc=test["phase2"]["acc"],
-                          agreement=exit_agreement(run), train_s=run.seconds["total"])
+        run = train_two_phase(base.replace(**{"recipe": "joint", **changes}), progress=False)
+        rows[name] = _ablation_row(run, exit_ratio, draft_len, n_prompts)
     return pd.DataFrame(rows).T
 
 # %% ../nbs/05_train.ipynb #93969216
@@ -707,20 +758,24 @@ def _literal(text: str):
     except (ValueError, SyntaxError): return text
 
 def cli_config(name: str, recipe: str | None = None, sets=()) -> ExperimentConfig:
-    "smoke | reference | a JSON file (or string) of ExperimentConfig fields; then recipe and `field=value`s."
+    "smoke | reference | scale | a JSON file (or string) of config fields; then recipe and `field=value`s."
+    from eelab.config import scale_config
+    chosen = {"recipe": recipe} if recipe else {}
     if name == "smoke": cfg = smoke_config()
     elif name == "reference": cfg = ExperimentConfig()
+    elif name == "scale": cfg = scale_config(**chosen)        # another recipe drops the joint-only fields
     else: cfg = ExperimentConfig.from_json(name)
     changes = dict(item.split("=", 1) for item in sets)
     changes = {k: _literal(v) for k, v in changes.items()}
-    return cfg.replace(**changes, **({"recipe": recipe} if recipe else {}))
+    return cfg.replace(**changes, **chosen)
 
 # %% ../nbs/05_train.ipynb #eb86bf90
 def main(argv=None):
     "`python -m eelab.train` (or under `torchrun ... -m eelab.train`): train one config, print its table."
     import argparse, json, os
     ap = argparse.ArgumentParser(prog="python -m eelab.train", description=main.__doc__)
-    ap.add_argument("--config", default="smoke", help="smoke | reference | path of a JSON config")
+    configs = "smoke | reference | scale (eelab.config.scale_config) | path of a JSON config"
+    ap.add_argument("--config", default="smoke", help=configs)
     ap.add_argument("--recipe", choices=CHOICES["recipe"])
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="change config fields")
     ap.add_argument("--no-progress", action="store_true", help="no tqdm bar (the epoch lines stay)")

@@ -127,3 +127,87 @@ def test_joint_shallow_exit_next_to_the_two_phase_one(tmp_path, monkeypatch, cap
             for name, r in (("joint", joint), ("clean", clean))}
     with capsys.disabled(): print("\nsmoke, joint vs clean two-phase:", rows)
     assert rows["joint"]["shallow_test_acc"] > 1 / joint.corpus.tokenizer.vocab_size
+
+
+# The ablation's inference columns (issue 11 §1): true-exit agreement at a fixed exit ratio, self-speculation.
+
+@pytest.fixture(scope="module")
+def joint_run(private_data_dir):
+    "The smoke joint run (uniform weights), trained once in this module's data folder."
+    return train_two_phase(smoke_config(recipe="joint"), progress=False)
+
+
+def test_ratio_threshold_exits_the_requested_share_of_validation(joint_run):
+    # breaks if the quantile is taken on another confidence or the wrong side of it
+    from eelab.estimators import max_softmax
+    from eelab.exits import teacher_forced_quality
+    from eelab.train import ratio_threshold
+    model, valid = joint_run.model, joint_run.corpus.windows("valid")
+    with torch.no_grad(): conf = max_softmax(model(valid[:, :-1])[2]).flatten()     # (N,) independently
+    for ratio in (0.1, 0.5, 0.9, 1.0):
+        th = ratio_threshold(model, valid, ratio, exit_layer=2, batch_size=16)
+        row, = teacher_forced_quality(model, valid, "skip", "softmax_max", [th], 2, 16)
+        assert abs(row["exit_rate"] - ratio) <= 1 / row["tokens"], (ratio, th, row)
+        assert abs(int((conf >= th).sum()) - ratio * len(conf)) <= 2, (ratio, th)
+    assert ratio_threshold(model, valid, 0.0) == math.inf
+    for bad in (-0.1, 1.5, "half", True):
+        with pytest.raises(ConfigError, match="exit_ratio"): ratio_threshold(model, valid, bad)
+
+
+def test_agreement_at_ratio_uses_the_validation_threshold_on_test(joint_run):
+    from eelab.estimators import max_softmax
+    from eelab.train import agreement_at_ratio, ratio_threshold
+    model, bs = joint_run.model, joint_run.cfg.batch_size
+    valid, test = joint_run.corpus.windows("valid"), joint_run.corpus.windows("test")
+    none = agreement_at_ratio(joint_run, 0.0)               # nothing exits: every fill is the deep exit
+    assert (none["exit_rate"], none["agreement_skip"], none["agreement_recompute"]) == (0.0, 1.0, 1.0)
+    half = agreement_at_ratio(joint_run, 0.5)
+    assert half["threshold"] == ratio_threshold(model, valid, 0.5, exit_layer=2, batch_size=bs)
+    assert half["threshold"] != ratio_threshold(model, test, 0.5, exit_layer=2, batch_size=bs)
+    # recompute: a deep token gets the full model's output, so only exited tokens where the exits differ
+    # disagree; counted here from plain forward passes
+    with torch.no_grad(): logits = model(test[:, :-1])
+    exited = max_softmax(logits[2]) >= half["threshold"]                              # (N, T)
+    differ = logits[2].argmax(-1) != logits[4].argmax(-1)
+    n = exited.numel()
+    assert abs(half["exit_rate"] - exited.float().mean().item()) <= 2 / n
+    assert abs(half["agreement_recompute"] - (1 - (exited & differ).float().mean().item())) <= 2 / n
+    assert 0 < half["agreement_skip"] <= 1, half
+
+
+def test_speculation_acceptance_is_counted_from_the_passes(joint_run):
+    from eelab.speculate import self_speculative
+    from eelab.train import speculation_acceptance, speculation_prompts
+    spec = speculation_acceptance(joint_run, n_prompts=12, draft_len=3)
+    prompts = speculation_prompts(joint_run, n_prompts=12)
+    test = joint_run.corpus.windows("test")
+    assert torch.equal(prompts[0], test[0, :8]) and torch.equal(prompts[-1], test[-1, :8])   # fixed places
+    n_new = joint_run.cfg.seq_len - 8 + 1
+    runs = [self_speculative(joint_run.model, p[None], n_new, 3, exit_layer=2) for p in prompts]
+    rates = [sum(v.accepted for v in r.passes) / sum(len(v.drafted) for v in r.passes) for r in runs]
+    per_pass = [n_new / len(r.passes) for r in runs]
+    assert 0 <= spec["acceptance"] <= 1 and 1 <= spec["tokens_per_pass"] <= 4, spec
+    assert spec["acceptance"] == pytest.approx(sum(rates) / len(rates), abs=1e-12)
+    assert spec["tokens_per_pass"] == pytest.approx(sum(per_pass) / len(per_pass), abs=1e-12)
+
+
+def test_ablation_table_has_the_inference_columns(joint_run):
+    from eelab.train import ablation, agreement_at_ratio, speculation_acceptance
+    table = ablation(smoke_config(), variants={"uniform": {}}, baselines=("clean",), n_prompts=8)
+    print(table.T)
+    new = ["ratio_exit_rate", "ratio_agreement_skip", "ratio_agreement_recompute", "spec_acceptance",
+           "spec_tokens_per_pass"]
+    assert list(table.index) == ["clean", "uniform"]
+    assert {"shallow_ppl", "deep_acc", "agreement", "train_s", *new} <= set(table.columns)
+    assert table[new].notna().all().all() and (table[new[:4]].values <= 1).all()
+    row = table.loc["uniform"]                              # the same config as joint_run: the same run
+    assert row["ratio_agreement_skip"] == agreement_at_ratio(joint_run)["agreement_skip"]
+    assert row["spec_acceptance"] == speculation_acceptance(joint_run, n_prompts=8)["acceptance"]
+
+
+def test_cli_names_the_scale_config():
+    from eelab.config import scale_config
+    from eelab.train import cli_config
+    assert cli_config("scale", "joint") == scale_config() == cli_config("scale")
+    clean = cli_config("scale", "clean", ["dim=128"])
+    assert clean == scale_config(recipe="clean", dim=128) and clean.layer_dropout == 0
