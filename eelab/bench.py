@@ -10,6 +10,8 @@ from types import SimpleNamespace
 import torch
 from fastcore.imports import IN_NOTEBOOK
 from .config import CHOICES, RECIPES, ExperimentConfig, ConfigError, pick_device, smoke_config
+from .config import scale_config
+from .checkpoint import has_run
 from .data import load_corpus
 from .cost import WorkMeter, flop_model
 from .model import EarlyExitLM, ModelConfig, param_counts
@@ -22,20 +24,18 @@ from .report import time_interleaved
 from .train import _Progress, _adamw, _joint_loss, _lm_loss, _run_epoch, _step_fn, exit_weights
 
 # %% auto #0
-__all__ = ['BUDGETS', 'CONFIGS', 'HF_CONFIGS', 'SCALE', 'POLICIES', 'ESTIMATORS', 'DRAFT_LENS', 'PRECISIONS',
-           'DEFAULT_THRESHOLDS', 'HF_THRESHOLD', 'HF_TEXT_CHARS', 'HF_WINDOW', 'DTYPES', 'PEAK_N', 'TRAIN_FACTOR',
-           'JOINT_STEP', 'bench_config', 'exit_kwargs', 'spec_kwargs', 'check_args', 'step_times', 'bench_model',
+__all__ = ['BUDGETS', 'CONFIGS', 'HF_CONFIGS', 'POLICIES', 'ESTIMATORS', 'DRAFT_LENS', 'PRECISIONS', 'DEFAULT_THRESHOLDS',
+           'HF_THRESHOLD', 'HF_TEXT_CHARS', 'HF_WINDOW', 'DTYPES', 'PEAK_N', 'TRAIN_FACTOR', 'JOINT_STEP',
+           'bench_config', 'resolve_budget', 'exit_kwargs', 'spec_kwargs', 'check_args', 'step_times', 'bench_model',
            'bench_speculation', 'ceiling', 'profile_step', 'explain', 'predict_speculation', 'estimator_thresholds',
            'run_config', 'load_hf_config', 'hf_stream', 'run_hf_config', 'best_row', 'targets', 'spec_targets',
            'peak_flops', 'train_work', 'train_step_flops', 'trainer_setup', 'train_step_times', 'bench_train_steps',
            'write_json', 'bench_figure', 'spec_figure', 'format_report', 'run_bench', 'main']
 
 # %% ../nbs/10_bench.ipynb #9de77379
-BUDGETS = ("full", "brief")
+BUDGETS = ("auto", "full", "brief")
 CONFIGS = ("smoke", "reference", "scale")
 HF_CONFIGS = ("hf-tiny", "smollm2")                # pretrained (or random) transformers models: no training
-SCALE = dict(dim=256, num_heads=8, phase1_layers=4, phase2_layers=8, tokenizer="bpe", vocab_size=8000,
-             recipe="clean", phase1_lr=1e-3, phase2_lr=1e-3)
 
 # %% ../nbs/10_bench.ipynb #98a9d304
 def bench_config(name: str, budget: str = "brief", **overrides) -> ExperimentConfig:
@@ -43,11 +43,19 @@ def bench_config(name: str, budget: str = "brief", **overrides) -> ExperimentCon
     if budget not in BUDGETS: raise ConfigError("budget", budget, f"one of {', '.join(BUDGETS)}")
     if name not in CONFIGS: raise ConfigError("config", name, f"one of {', '.join(CONFIGS)}")
     if name == "smoke": return smoke_config(**overrides)
-    cfg = ExperimentConfig() if name == "reference" else ExperimentConfig(**SCALE)
+    budget = resolve_budget(name, budget)
+    cfg = ExperimentConfig() if name == "reference" else scale_config()
     if budget == "brief":
         cfg = cfg.replace(phase1_samples=1500 if name == "scale" else 3000, eval_samples=200,
                           phase1_max_epochs=1, phase2_max_epochs=1, phase1_lr=3e-3, phase2_lr=1e-3)
     return cfg.replace(**overrides) if overrides else cfg
+
+# %% ../nbs/10_bench.ipynb #b4341e7d
+def resolve_budget(name: str, budget: str) -> str:
+    "'auto' -> 'full' where config `name` as named has a finished run (make lab, make scale), else 'brief'."
+    if budget != "auto" or name not in CONFIGS: return budget
+    if name == "smoke": return "brief"                                     # smoke is the same either way
+    return "full" if has_run(bench_config(name, "full")) else "brief"
 
 # %% ../nbs/10_bench.ipynb #972c8f7f
 POLICIES = FILL_POLICIES
@@ -357,6 +365,7 @@ def run_config(name: str, budget: str = "brief", thresholds=None, policies=None,
         return run_hf_config(name, thresholds, policies, estimators, repeats, warmup, new_tokens,
                              prompt_tokens, agreement_prompts, device, draft_lens, draft_threshold,
                              speculation, batch_sizes)
+    budget = resolve_budget(name, budget)
     cfg, trained, train_s = _train(name, budget, device, progress)
     dev = pick_device(cfg.device)
     model = trained.model.to(dev).eval()
@@ -812,7 +821,7 @@ def _write_figures(results: dict, out: Path, html: bool):
         if html: fig.write_html(str(out / f"{name}.html"), include_plotlyjs="cdn")
 
 # %% ../nbs/10_bench.ipynb #f355971b
-def run_bench(configs=("smoke",), out_dir="_runs/bench", budget: str = "brief", html: bool = False,
+def run_bench(configs=("smoke",), out_dir="_runs/bench", budget: str = "auto", html: bool = False,
               train_steps=None, decode: bool = True, **kwargs) -> dict:
     """Benchmark each config, write bench.json (atomically) and the figures into out_dir, print the report.
     train_steps: None, or the precisions of the training-step table ([]: fp32 and bf16); decode=False: only
@@ -848,8 +857,9 @@ def _parser() -> argparse.ArgumentParser:
                                  description="Time early exit against cached decoding.")
     ap.add_argument("--configs", nargs="+", default=["scale"], choices=list(CONFIGS + HF_CONFIGS))
     ap.add_argument("--smoke", action="store_true", help="only the synthetic smoke config, few repeats")
-    ap.add_argument("--budget", "--train-budget", dest="budget", default="brief", choices=BUDGETS,
-                    help="training of configs without a checkpoint: brief (a minute or two) or full")
+    ap.add_argument("--budget", "--train-budget", dest="budget", default="auto", choices=BUDGETS,
+                    help="auto: the model as named where trained (make lab / make scale), else brief; "
+                         "brief (a minute or two) or full (trains it as named)")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--new-tokens", type=int, default=32)

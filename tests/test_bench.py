@@ -72,7 +72,8 @@ def test_configs_and_guard():
     from eelab.bench import bench_config, exit_kwargs, targets
     from eelab.config import ExperimentConfig
     s = bench_config("scale")
-    assert (s.dim, s.phase1_layers, s.phase2_layers, s.tokenizer, s.vocab_size) == (256, 4, 8, "bpe", 8000)
+    assert (s.dim, s.phase1_layers, s.phase2_layers, s.tokenizer, s.vocab_size) == (256, 2, 8, "bpe", 8000)
+    assert (s.recipe, s.exit_every) == ("joint", 2)
     assert bench_config("reference", "full") == ExperimentConfig()
     with pytest.raises(ValueError, match="config='huge'"): bench_config("huge")
     with pytest.raises(ValueError, match="budget='forever'"): bench_config("scale", "forever")
@@ -301,3 +302,21 @@ def test_train_steps_only_cli_report(tmp_path, capsys):
     assert "training steps" in stdout and report in stdout and "% peak" in report
     for r in t["rows"]:
         assert f"{r['config']:<10}{r['precision']:<6}{1e3 * r['step_s']:>9.1f}" in report
+
+
+def test_auto_budget_takes_the_trained_scale_model(private_data_dir):
+    # breaks if the benchmark's `scale` ignores the model `make scale` trained, or claims one not there
+    from pathlib import Path
+    from eelab.bench import bench_config, resolve_budget, check_args
+    from eelab.checkpoint import checkpoint_dir
+    from eelab.config import scale_config
+    assert bench_config("scale", "full") == scale_config()
+    assert resolve_budget("scale", "auto") == "brief"                 # a fresh data folder: nothing trained
+    assert bench_config("scale", "auto") == bench_config("scale", "brief")
+    marker = checkpoint_dir(scale_config()) / "phase2.safetensors"
+    marker.parent.mkdir(parents=True)
+    Path(marker).touch()                                             # what has_run looks for
+    assert resolve_budget("scale", "auto") == "full"
+    assert bench_config("scale", "auto") == scale_config()
+    assert resolve_budget("scale", "brief") == "brief" and resolve_budget("smoke", "auto") == "brief"
+    with pytest.raises(ValueError, match="budget='most'"): check_args(["scale"], "most")
