@@ -83,6 +83,12 @@ class DictConfig:
         "A copy with some fields changed (and validated)."
         return type(self).from_dict({**self.to_dict(), **changes})
 
+    def __post_init__(self): self.validate()
+
+    def validate(self):
+        "Each field against its annotation's type and range (`_check_field`); subclasses add relations."
+        for f in fields(self): setattr(self, f.name, _check_field(f.name, f.type, getattr(self, f.name)))
+
 # %% ../nbs/00_config.ipynb #d96e711e
 def _check_field(name: str, kind: str, value):
     "One field against its annotation ('int', 'float', 'bool', 'str', 'float | None') and range."
@@ -141,9 +147,8 @@ class ExperimentConfig(DictConfig):
     exit_every: int = 0               # also an exit every k layers (0: at phase1_layers and the top only)
     seed: int = 0
     device: str = "auto"              # auto = cuda, then mps, then cpu
-    def __post_init__(self): self.validate()
     def validate(self):               # each field's type and range (its annotation), then the relations
-        for f in fields(self): setattr(self, f.name, _check_field(f.name, f.type, getattr(self, f.name)))
+        super().validate()
         _check_relations(self)
 
 # %% ../nbs/00_config.ipynb #a169ba8b
