@@ -19,8 +19,8 @@ from .checkpoint import (TrainedRun, state_tensors, load_tensors, save_model, lo
 __all__ = ['ABLATION', 'fused_linear_cross_entropy', 'token_stats', 'ppl', 'TrainingInterrupted', 'train_phase', 'length_one_ppl',
            'hard_token_weights', 'evaluate_split', 'train_two_phase', 'plot_history', 'layer_drop_probs',
            'layer_keep_masks', 'joint_hidden', 'exit_weights', 'distill_loss', 'shallow_part', 'train_joint',
-           'exit_agreement', 'ratio_threshold', 'agreement_at_ratio', 'speculation_prompts', 'speculation_acceptance',
-           'ablation', 'cli_config', 'main']
+           'recipe_row', 'compare_recipes', 'exit_agreement', 'ratio_threshold', 'agreement_at_ratio',
+           'speculation_prompts', 'speculation_acceptance', 'ablation', 'cli_config', 'main']
 
 # %% ../nbs/05_train.ipynb #6a9f29b8
 def _chunk_loss_and_grad(hc, weight, yc, wc, need_grad: bool = True):
@@ -656,6 +656,27 @@ def train_joint(cfg: ExperimentConfig, progress: bool = True, interrupt_after_st
         (folder / "joint.progress.safetensors").unlink(missing_ok=True)
         return TrainedRun(cfg, corpus, shallow, model.eval(), exit_threshold(cfg, threshold), metrics,
                           history, seconds, folder)
+
+# %% ../nbs/05_train.ipynb #b95e687f
+def recipe_row(run) -> dict:
+    "A run's exits on test, its threshold and time; on the synthetic corpus, exit precision/recall too."
+    from eelab.exits import exit_precision_recall
+    test = {p: run.metrics[p]["test"] for p in ("phase1", "phase2")}
+    row = {f"{name}_{k}": test[p][k] for p, name in (("phase1", "shallow"), ("phase2", "deep"))
+           for k in ("ppl", "acc", "hard_ppl")}
+    row.update(threshold=run.threshold, train_s=run.seconds["total"])
+    if run.corpus.difficulty:                             # synthetic corpus, word tokenizer: labels known
+        pr = exit_precision_recall(run.model.eval(), run.corpus, "softmax_max", run.threshold, "test",
+                                   run.model.exit_layers[0], run.cfg.batch_size)
+        row.update(exit_rate=pr["exit_rate"], easy_rate=pr["easy_rate"], precision=pr["precision"],
+                   recall=pr["recall"])
+    return row
+
+def compare_recipes(base: ExperimentConfig, recipes=("reference", "clean", "joint")):
+    "One row per recipe (`recipe_row`) of `base` trained (or loaded) with that recipe."
+    import pandas as pd
+    return pd.DataFrame({r: recipe_row(train_two_phase(base.replace(recipe=r), progress=False))
+                         for r in recipes}).T
 
 # %% ../nbs/05_train.ipynb #e081a899
 ABLATION = dict(uniform={}, linear=dict(joint_weights="linear"), gradual=dict(joint_weights="gradual"),

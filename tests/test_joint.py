@@ -211,3 +211,22 @@ def test_cli_names_the_scale_config():
     assert cli_config("scale", "joint") == scale_config() == cli_config("scale")
     clean = cli_config("scale", "clean", ["dim=128"])
     assert clean == scale_config(recipe="clean", dim=128) and clean.layer_dropout == 0
+
+
+def test_three_recipes_side_by_side_with_exit_precision_recall():
+    # breaks if a row mixes up the shallow and deep exits, reads another split than test, or counts the
+    # precision/recall at another threshold or exit than the recipe's own
+    from eelab.exits import exit_precision_recall
+    from eelab.train import compare_recipes
+    table = compare_recipes(smoke_config())
+    assert list(table.index) == ["reference", "clean", "joint"]
+    for recipe in table.index:
+        run = train_two_phase(smoke_config(recipe=recipe), progress=False)          # loaded: same run
+        row = table.loc[recipe]
+        assert row["shallow_ppl"] == pytest.approx(run.metrics["phase1"]["test"]["ppl"])
+        assert row["deep_hard_ppl"] == pytest.approx(run.metrics["phase2"]["test"]["hard_ppl"])
+        pr = exit_precision_recall(run.model.eval(), run.corpus, "softmax_max", run.threshold, "test",
+                                   run.model.exit_layers[0], run.cfg.batch_size)
+        assert (row["precision"], row["recall"]) == pytest.approx((pr["precision"], pr["recall"]))
+        assert 0 < row["recall"] < 1 and row["exit_rate"] == pytest.approx(pr["exit_rate"])
+    assert table.loc["clean", "threshold"] != table.loc["reference", "threshold"]
