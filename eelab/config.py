@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields, asdict
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['RECIPES', 'CORPORA', 'CHOICES', 'POSITIVE', 'SMOKE', 'SCALE', 'JOINT_ONLY', 'ConfigError', 'Recipe', 'DictConfig',
+__all__ = ['RECIPES', 'CORPORA', 'CHOICES', 'POSITIVE', 'JOINT_DEFAULTS', 'SMOKE', 'SCALE', 'ConfigError', 'Recipe', 'DictConfig',
            'ExperimentConfig', 'config_from_params', 'smoke_config', 'scale_config', 'seed_everything', 'pick_device',
            'data_dir', 'atomic_write']
 
@@ -172,11 +172,12 @@ def _check_relations(cfg: ExperimentConfig):
     _check_joint(cfg)
 
 # %% ../nbs/00_config.ipynb #e96439ff
+JOINT_DEFAULTS = dict(joint_weights="uniform", layer_dropout=0.0, distill=0.0, exit_every=0)
+
 def _check_joint(cfg: ExperimentConfig):
     if not 0 <= cfg.layer_dropout < 1:
         raise ConfigError("layer_dropout", cfg.layer_dropout, "a probability in [0, 1)")
-    joint_only = dict(joint_weights="uniform", layer_dropout=0.0, distill=0.0, exit_every=0)
-    for name, default in joint_only.items():
+    for name, default in JOINT_DEFAULTS.items():
         if cfg.recipe != "joint" and getattr(cfg, name) != default:
             raise ConfigError(name, getattr(cfg, name), f"{default!r} unless recipe='joint'")
     if cfg.exit_every >= cfg.phase2_layers:
@@ -201,13 +202,12 @@ SCALE = dict(corpus="shakespeare", tokenizer="bpe", vocab_size=8000, seq_len=64,
              phase1_layers=2, phase2_layers=8, phase1_samples=20000, eval_samples=2300, batch_size=32,
              phase1_lr=1e-3, phase2_lr=1e-3, weight_decay=0.1, phase1_max_epochs=1, phase2_max_epochs=1,
              precision="bf16", recipe="joint", exit_every=2, layer_dropout=0.1)
-JOINT_ONLY = ("joint_weights", "layer_dropout", "distill", "exit_every")
 
 def scale_config(**overrides) -> ExperimentConfig:
     "The scale model's config (joint recipe); another recipe drops the joint-only fields."
     base = dict(SCALE)
     if overrides.get("recipe", "joint") != "joint":
-        base = {k: v for k, v in base.items() if k not in JOINT_ONLY}
+        base = {k: v for k, v in base.items() if k not in JOINT_DEFAULTS}
     return ExperimentConfig(**{**base, **overrides})
 
 # %% ../nbs/00_config.ipynb #c10b4627

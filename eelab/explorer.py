@@ -18,7 +18,7 @@ from .config import ConfigError, scale_config
 from .model import EarlyExitLM
 from .data import Tokenizer, load_corpus
 from .cost import FlopModel, WorkMeter, flop_model, full_depth_work, reference_cost
-from .checkpoint import load_model, checkpoint_dir, has_run
+from .checkpoint import load_model, checkpoint_dir, has_run, load_run
 from .generate import generate, GenerationResult, Step
 from .speculate import self_speculative
 from .calibrate import Calibration, calibrate_table, loss_table
@@ -45,8 +45,8 @@ def load_trained_model(cfg, device="cpu") -> tuple[EarlyExitLM, Tokenizer, float
     if not has_run(cfg):
         raise FileNotFoundError(f"{checkpoint_dir(cfg)} has no trained model: run `make scale` "
                                 f"(or `python -m eelab.train --config <config> --recipe {cfg.recipe}`)")
-    model, meta = load_model(checkpoint_dir(cfg) / "phase2.safetensors", device)
-    return model.eval(), load_corpus(cfg).tokenizer, float(meta["threshold"])
+    run = load_run(cfg, load_corpus(cfg), device)
+    return run.model.eval(), run.corpus.tokenizer, run.threshold
 
 # %% ../nbs/06_explorer.ipynb #78c2deff
 def load_explorer_model(device="cpu", which: str = "small") -> tuple[EarlyExitLM, Tokenizer, float]:

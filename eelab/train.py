@@ -739,14 +739,12 @@ def speculation_acceptance(run, n_prompts: int = 128, draft_len: int = 4, prompt
 
 # %% ../nbs/05_train.ipynb #3166655b
 def _ablation_row(run, exit_ratio: float, draft_len: int, n_prompts: int) -> dict:
-    test = {p: run.metrics[p]["test"] for p in ("phase1", "phase2")}
+    "`recipe_row`'s columns, then what the run buys at inference."
     at_ratio, spec = agreement_at_ratio(run, exit_ratio), speculation_acceptance(run, n_prompts, draft_len)
-    return dict(shallow_ppl=test["phase1"]["ppl"], shallow_acc=test["phase1"]["acc"],
-                deep_ppl=test["phase2"]["ppl"], deep_acc=test["phase2"]["acc"], agreement=exit_agreement(run),
-                ratio_exit_rate=at_ratio["exit_rate"], ratio_agreement_skip=at_ratio["agreement_skip"],
+    return dict(recipe_row(run), agreement=exit_agreement(run), ratio_exit_rate=at_ratio["exit_rate"],
+                ratio_agreement_skip=at_ratio["agreement_skip"],
                 ratio_agreement_recompute=at_ratio["agreement_recompute"],
-                spec_acceptance=spec["acceptance"], spec_tokens_per_pass=spec["tokens_per_pass"],
-                train_s=run.seconds["total"])
+                spec_acceptance=spec["acceptance"], spec_tokens_per_pass=spec["tokens_per_pass"])
 
 def ablation(base: ExperimentConfig, variants: dict = ABLATION, baselines=("clean",), exit_ratio: float = 0.5,
              draft_len: int = 4, n_prompts: int = 128):
