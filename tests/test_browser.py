@@ -214,7 +214,10 @@ def browser_context(chromium_path, tmp_path_factory):
 _PANEL_JS = """
 () => {
   const app = window.jupyterapp;
-  const w = app && app.shell && app.shell.currentWidget;
+  if (!(app && app.shell)) return null;
+  const path = window.__eelabNotebookPath;        // set when other tabs are closed: the test's notebook
+  const mine = Array.from(app.shell.widgets('main')).find(w => path && w.context && w.context.path === path);
+  const w = mine || app.shell.currentWidget;
   return (w && w.content && w.sessionContext) ? w : null;
 }
 """
@@ -233,7 +236,7 @@ KERNEL_STATE_JS = f"""
 RUN_STATE_JS = f"""
 () => {{
   const w = ({_PANEL_JS})();
-  if (!w) return {{done: false, why: 'no-panel'}};
+  if (!w) return {{done: false, why: 'no-panel', pending: -1, n: 0, errors: []}};
   const k = w.sessionContext.session && w.sessionContext.session.kernel;
   const cells = w.content.widgets.filter(c => c.model.type === 'code');
   const pending = cells.filter(c => c.model.executionCount == null).length;
@@ -293,6 +296,7 @@ def wait_for(fn, timeout: float, what: str, interval: float = 0.25, diag=None):
 CLOSE_OTHER_TABS_JS = """
 (nbPath) => {
   const app = window.jupyterapp;
+  window.__eelabNotebookPath = nbPath;
   const mine = w => w.context && w.context.path === nbPath;      // by path: a restored tab may be current
   const others = Array.from(app.shell.widgets('main')).filter(w => !mine(w));
   for (const w of others) w.dispose();          // no save prompt: autosave is off and nothing is kept
@@ -328,19 +332,23 @@ def run_all_cells(page) -> dict:
              UPDATE_S, "outputs cleared", diag=lambda: page.evaluate(RUN_STATE_JS))
     run_all = "() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }"
     page.evaluate(run_all)
-    issued = [time.monotonic()]
+    issued, seen = [time.monotonic()], [None]
     # Wait until every code cell has an execution count and the kernel is idle again.
     def finished():
         # JupyterLab sometimes raises its kernel picker late (the notebook names its kernelspec, and more so
         # when another notebook's tab is restored beside it), and the run-all is lost behind it: accept the
-        # picker, and while no cell has run and the kernel sits idle, ask again every few seconds.
+        # picker. A run-all can also stop early (a kernel reconnect at start-up): while cells are pending,
+        # the kernel sits idle and nothing has changed for a while, ask again.
         accept = page.locator(".jp-Dialog .jp-mod-accept")
         if accept.count():
             accept.first.click()
             issued[0] = time.monotonic()
             return None
         s = page.evaluate(RUN_STATE_JS)
-        if s["pending"] == s["n"] and s["status"] == "idle" and time.monotonic() - issued[0] > 5:
+        if s["pending"] != seen[0]: seen[0], issued[0] = s["pending"], time.monotonic()
+        stalled = s["pending"] > 0 and s["status"] == "idle"
+        wait = 5 if s["pending"] == s["n"] else 15                  # nothing ran yet: ask again sooner
+        if stalled and time.monotonic() - issued[0] > wait:
             page.evaluate(run_all)
             issued[0] = time.monotonic()
         return s if (s["done"] or s["errors"]) else None
