@@ -809,7 +809,9 @@ def main(argv=None):
     run = train_two_phase(cfg, progress=not args.no_progress, interrupt_after_steps=interrupt)
     if run is not None:
         print(json.dumps(dict(reported=run.metrics["reported"], seconds=run.seconds), indent=2))
-    if world > 1: torch.distributed.destroy_process_group()
+    if world > 1:                              # every rank leaves together: rank 0 evaluates after the others
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 # %% ../nbs/05_train.ipynb #735ea35e
 #| eval: false
