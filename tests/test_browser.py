@@ -348,7 +348,8 @@ def run_all_cells(page) -> dict:
 
 
 def outputs_text(page) -> str:
-    return "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+    "Outputs of the current notebook only (a restored tab of the demo notebook prints N_TOKENS too)."
+    return "\n".join(page.locator(f"{panel(page)} .jp-OutputArea-output").all_inner_texts())
 
 
 def expected_n_tokens(page) -> int:
