@@ -173,11 +173,14 @@ def chromium_path():
     return path
 
 
-@pytest.fixture(scope="module")
-def lab(chromium_path, tmp_path_factory):
+@pytest.fixture
+def lab(chromium_path, tmp_path_factory, request):
+    """A fresh server (and so a fresh workspace) per test: a shared one restores the previous test's tab
+    beside this one, late, and its plots and outputs then sit in the page too."""
     ARTIFACTS.mkdir(exist_ok=True)
     tmp = tmp_path_factory.mktemp("lab")
-    log_path = ARTIFACTS / "jupyter-lab.log"
+    test_name = re.sub(r"[^\w.-]+", "_", request.node.name)
+    log_path = ARTIFACTS / f"jupyter-lab.{test_name}.log"
     log_path.unlink(missing_ok=True)
     proc, base, token = start_lab(tmp, log_path)
     try:
@@ -191,7 +194,7 @@ def lab(chromium_path, tmp_path_factory):
         _kill_group(proc)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def browser_context(chromium_path, tmp_path_factory):
     try:
         from playwright.sync_api import sync_playwright
@@ -539,7 +542,7 @@ def test_notebook_widgets_in_browser(nb_path, lab, browser_context):
         # (a) one bar per token, (b) colours come from the two-colour palette
         initial = wait_for_bars(page, n)
         assert set(initial) <= {SHALLOW, DEEP}, f"unexpected bar colours {set(initial)}"
-        page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+        page.locator(f"{panel(page)} .js-plotly-plot").first.scroll_into_view_if_needed()
 
         if nb_path == "nbs/06_explorer.ipynb":
             check_explorer_fits_one_screen(page)
