@@ -54,7 +54,8 @@ def test_true_exit_limits_and_skip_pattern(mc):
     assert torch.equal(true_exit(model, prompt, 64, 0.0, 1.0, gen(), exit_layer=e).tokens,
                        cached(model, prompt, 64, 1.0, gen(), exit_layer=e).tokens)
     # a threshold in the middle of this model's confidences: some tokens exit, some go deep
-    conf = max_softmax(model(torch.randint(0, mc.vocab_size, (4, 32)))[e]).flatten()
+    with torch.no_grad():
+        conf = max_softmax(model(torch.randint(0, mc.vocab_size, (4, 32)))[e]).flatten()
     threshold = float(conf.median())
     res = true_exit(model, prompt, 64, threshold, 1.0, gen(), exit_layer=e, keep_logits=True)
     # both checks hold for any skip pattern, so they run unconditionally (a mixed pattern makes them sharper)
@@ -73,7 +74,8 @@ def test_fake_exit_batch_picks_per_row():
     torch.manual_seed(3)
     model = EarlyExitLM(ModelConfig(vocab_size=40, dim=16, num_heads=2)).eval()
     prompt = torch.randint(0, 40, (4, 5))
-    conf = max_softmax(model(prompt)[2]).flatten()
+    with torch.no_grad():
+        conf = max_softmax(model(prompt)[2]).flatten()
     res = fake_exit(model, prompt, 16, float(conf.median()))
     assert torch.equal(res.token_exits, torch.where(res.confidences >= float(conf.median()), 2, 4))
     assert res.decode.layer_forwards == 4 * 16 * 4
@@ -82,6 +84,7 @@ def test_fake_exit_batch_picks_per_row():
 # ---- KV fill policies (issue: upper-cache gaps) ----
 
 
+@torch.no_grad()
 def _mid_threshold(model, e, V):
     torch.manual_seed(11)
     return float(max_softmax(model(torch.randint(0, V, (4, 32)))[e]).flatten().median())
