@@ -1,6 +1,6 @@
 """Real-browser test: JupyterLab + Chromium (Playwright) drive a notebook's widgets.
 
-Starts ``jupyter-lab`` (autosave off, throw-away settings/workspace dirs), opens a notebook in
+Starts ``jupyter-lab`` per test (autosave off, throw-away settings/workspace dirs), opens a notebook in
 Debian's chromium, runs all cells, waits for the plotly ``FigureWidget`` to render, then checks
 the DOM contract shared by ``tests/_browser_demo.ipynb`` (the harness's self-test) and
 ``nbs/06_explorer.ipynb``:
