@@ -833,10 +833,12 @@ def run_bench(configs=("smoke",), out_dir="_runs/bench", budget: str = "auto", h
         results["train_steps"] = bench_train_steps(configs, train_steps or PRECISIONS,
                                                    kwargs.get("repeats", 20), kwargs.get("warmup", 3),
                                                    kwargs.get("device", "auto"))
-    for name in configs if decode else ():
+    for i, name in enumerate(configs if decode else (), 1):
+        print(f"bench: {name} ({i}/{len(configs)}) starts; the report follows the last config", flush=True)
         c = run_config(name, budget, **kwargs)
         c["targets"], c["spec_targets"] = targets(c), spec_targets(c["spec_rows"])
         results["configs"].append(c)
+        print(f"bench: {name} done in {time.perf_counter() - t0:.0f} s since the start", flush=True)
     results["wall_seconds"] = time.perf_counter() - t0
     out = Path(out_dir)
     results["json"] = str(write_json(out / "bench.json", results))

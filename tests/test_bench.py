@@ -28,6 +28,9 @@ def test_cli_writes_json_figure_and_report(smoke_cli):
     assert "policy/estimator" in stdout and "one decode step, by part" in stdout and "targets:" in stdout
     assert "self-speculation" in stdout and "ceiling" in stdout and (out / "spec_figure.json").exists()
     assert not list(out.glob(".*.tmp"))  # atomic write left no temp file
+    # a long run says where it is: a line as each config starts and ends, both before the report
+    starts, done = stdout.index("bench: smoke (1/1) starts"), stdout.index("bench: smoke done in ")
+    assert starts < done < stdout.index("policy/estimator")
 
 
 def test_batch_table(smoke_cli):
