@@ -9,8 +9,8 @@ from pathlib import Path
 from types import SimpleNamespace
 import torch
 from fastcore.imports import IN_NOTEBOOK
-from .config import CHOICES, RECIPES, ExperimentConfig, ConfigError, pick_device, smoke_config
-from .config import scale_config
+from .config import (CHOICES, RECIPES, ExperimentConfig, ConfigError, pick_device, smoke_config,
+                          scale_config)
 from .checkpoint import has_run
 from .data import load_corpus
 from .cost import WorkMeter, flop_model
