@@ -19,9 +19,9 @@ FLOORS = [
     ["cache", "estimators"],
     ["generate"],
     ["speculate", "exits", "hf", "batch"],
-    ["checkpoint", "calibrate"],
-    ["train", "report", "explorer"],  # one floor: the report and the explorer do not need the trainer
-    ["bench"],
+    ["checkpoint", "calibrate", "trace"],
+    ["train", "report", "render"],  # one floor: the report and the explorer's drawing do not need the trainer
+    ["bench", "explorer"],
     ["lab"],
 ]
 FLOOR = {name: i for i, names in enumerate(FLOORS) for name in names}
