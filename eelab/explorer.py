@@ -32,7 +32,7 @@ __all__ = ['EXPLORER_MODELS', 'MAX_NEW', 'MODES', 'DRAFT_LENS', 'ALLOWED', 'SET_
            'spec_legend_html', 'trace_figure', 'trace_svg', 'guarantee_text', 'lanes_figure', 'lanes_html',
            'lanes_counters_html']
 
-# %% ../nbs/06_explorer.ipynb #42bbff31
+# %% ../nbs/06_explorer.ipynb #ff304480
 from .trace import SpecTrace, TokenStep, add_step, Lanes  # noqa: F401 (re-exported)
 from .render import (SHALLOW, DEEP, SKIPPED, DISCARDED, ACCEPTED, VERIFIED,  # noqa: F401 (re-exported)
                           REJECTED, LANE_CODES, spec_legend_html)
@@ -149,16 +149,7 @@ class Explorer:
     @property
     def k(self) -> int: return self.step_slider.value
 
-# %% ../nbs/06_explorer.ipynb #2afbaad6
-@patch
-def _record(self: Explorer, on_step=None) -> tuple[Trace, GenerationResult]:
-    "record() for the current controls: (trace, result)."
-    extra = self.spec_options if self.method == "self_speculative" else {}
-    return record(self.model, self.tokenizer, self.prompt_box.value, self.n_new_slider.value, self.method,
-                  self.threshold, self.temperature, self.seed, on_step, self.estimator,
-                  self.draft_slider.value, **extra)
-
-# %% ../nbs/06_explorer.ipynb #f1a98d92
+# %% ../nbs/06_explorer.ipynb #41716dea
 @patch
 def _controls(self: Explorer, prompt, n_new, threshold, mode, draft_len):
     W, narrow = widgets, dict(description_width="70px")
@@ -184,7 +175,16 @@ def _controls(self: Explorer, prompt, n_new, threshold, mode, draft_len):
                                     layout=W.Layout(width="240px"))
     self.play.interval = int(1000 / self.speed_slider.value)
 
-# %% ../nbs/06_explorer.ipynb #ede7b782
+# %% ../nbs/06_explorer.ipynb #7dbca230
+@patch
+def _record(self: Explorer, on_step=None) -> tuple[Trace, GenerationResult]:
+    "record() for the current controls: (trace, result)."
+    extra = self.spec_options if self.method == "self_speculative" else {}
+    return record(self.model, self.tokenizer, self.prompt_box.value, self.n_new_slider.value, self.method,
+                  self.threshold, self.temperature, self.seed, on_step, self.estimator,
+                  self.draft_slider.value, **extra)
+
+# %% ../nbs/06_explorer.ipynb #4d331483
 @patch
 def _wire(self: Explorer):
     regenerate = lambda change: self._regenerate()
@@ -200,7 +200,41 @@ def _wire(self: Explorer):
     self.step_button.on_click(lambda b: self.step())
     self.live_button.on_click(lambda b: self.run_live())
 
-# %% ../nbs/06_explorer.ipynb #abe585d7
+# %% ../nbs/06_explorer.ipynb #fbb32d8e
+DELTAS, EPSILONS = (0.05, 0.1, 0.2), (0.01, 0.05, 0.1)      # the pickers' choices
+
+def sampled_windows(model, n: int = 200, length: int = 32, temperature: float = 0.8,
+                    seed: int = 0) -> torch.Tensor:
+    "(n, length + 1) windows the full model samples from random first tokens: calibration data, no download."
+    g = torch.Generator().manual_seed(seed)
+    first = torch.randint(model.config.vocab_size, (n, 1), generator=g)                     # (n, 1)
+    return generate(model, first, length, method="cached", temperature=temperature, generator=g).tokens
+
+# %% ../nbs/06_explorer.ipynb #1a9233af
+def _check_windows(windows):
+    if windows is None: return None
+    ok = isinstance(windows, torch.Tensor) and windows.dim() == 2 and not windows.is_floating_point()
+    if not (ok and windows.shape[0] >= 1 and windows.shape[1] >= 2):
+        shown = tuple(windows.shape) if isinstance(windows, torch.Tensor) else type(windows).__name__
+        raise ConfigError("calibration_windows", shown, "None or an integer tensor (N, T+1), N >= 1, T >= 1")
+    return windows
+
+# %% ../nbs/06_explorer.ipynb #780e5456
+@patch
+def _calibration_controls(self: Explorer, windows):
+    W, tight = widgets, dict(description_width="18px")
+    self.calibration_windows, self.calibration, self._loss_table = _check_windows(windows), None, None
+    self.delta_pick = W.Dropdown(options=DELTAS, value=0.1, description="δ", style=tight,
+                                 layout=W.Layout(width="88px"))
+    self.epsilon_pick = W.Dropdown(options=EPSILONS, value=0.05, description="ε", style=tight,
+                                   layout=W.Layout(width="88px"))
+    self.calibrate_button = W.Button(description="calibrated", layout=W.Layout(width="84px"),
+                                     tooltip="move the threshold to the Learn-then-Test threshold "
+                                             "for δ and ε")
+    self.calibrate_button.on_click(lambda b: self.calibrate())
+    self.calibration_box = W.HBox([self.delta_pick, self.epsilon_pick, self.calibrate_button])
+
+# %% ../nbs/06_explorer.ipynb #9277f358
 @patch
 def _layout(self: Explorer):
     W = widgets
@@ -218,7 +252,53 @@ def _layout(self: Explorer):
                  figure=self.fig, explorer=self.widget)
     for name, w in parts.items(): w.add_class(f"eelab-{name}")
 
-# %% ../nbs/06_explorer.ipynb #762ce83b
+# %% ../nbs/06_explorer.ipynb #bf4f9f4f
+@patch
+def show(self: Explorer, k: int, trace: Trace | None = None):
+    "Draw the first k tokens of `trace` (default: the recorded one)."
+    trace = trace or self.trace
+    k = max(0, min(k, trace.n))
+    parts = figure_parts(trace, k, self.colours, trace.n if trace.done else self.n_new_slider.value)
+    with self.fig.batch_update():
+        self.fig.data[0].update(parts["bars"])
+        self.fig.data[1].update(**parts["strip"])
+        self.fig.layout.shapes = parts["shapes"]
+        self.fig.layout.annotations[0].visible = parts["note"]
+        self.fig.update_layout(parts["layout"])
+    self.text.value = text_html(trace, k, self.colours)
+    self.counters_html.value = counters_html(trace, k, redraw_seconds=self.redraw_seconds)
+    self.legend.value = trace_legend_html(trace, self.colours) + guarantee_html(self.calibration, trace)
+
+# %% ../nbs/06_explorer.ipynb #959f2a9c
+@patch
+def _mode_controls(self: Explorer):
+    spec = self.method == "self_speculative"
+    self.draft_slider.layout.display = None if spec else "none"
+    self.threshold_slider.layout.display = "none" if spec else None
+    no_windows = self.calibration_windows is None
+    self.calibration_box.layout.display = "none" if spec or no_windows else None
+
+# %% ../nbs/06_explorer.ipynb #0a255880
+@patch
+def _goto_end(self: Explorer):
+    "Show the whole recorded trace: the step slider (and the linked Play) at its last step."
+    n = self.trace.n
+    for w in (self.play, self.step_slider): w.max = n
+    self._mode_controls()
+    if self.step_slider.value != n: self.step_slider.value = n           # the observer draws
+    else: self.show(n)
+
+# %% ../nbs/06_explorer.ipynb #51f00790
+@patch
+def _regenerate(self: Explorer):
+    "Record a new generation for the current controls and show its final state, timed."
+    t0 = time.perf_counter()
+    self.trace, self.result = self._record()
+    self._goto_end()
+    self.redraw_seconds = time.perf_counter() - t0
+    self.counters_html.value = counters_html(self.trace, self.k, redraw_seconds=self.redraw_seconds)
+
+# %% ../nbs/06_explorer.ipynb #73dedc1f
 @patch
 def _check(self: Explorer, **changed):
     "ConfigError if the controls, with `changed` applied, are not something the explorer can show."
@@ -227,7 +307,7 @@ def _check(self: Explorer, **changed):
                draft_len=self.draft_slider.value)
     check_explorer_args(**{**now, **changed})
 
-# %% ../nbs/06_explorer.ipynb #7cd76e80
+# %% ../nbs/06_explorer.ipynb #9a18f6d9
 @patch
 def set_threshold(self: Explorer, v: float):
     self._check(threshold=v)
@@ -249,7 +329,7 @@ def set_draft_len(self: Explorer, n: int):
     self._check(draft_len=n)
     self.draft_slider.value = n
 
-# %% ../nbs/06_explorer.ipynb #d7e4d418
+# %% ../nbs/06_explorer.ipynb #fc24362a
 @patch
 def play_to(self: Explorer, k: int): self.step_slider.value = max(0, min(k, self.trace.n))
 @patch
@@ -257,53 +337,7 @@ def step(self: Explorer): self.play_to(self.k + 1)
 @patch
 def back(self: Explorer): self.play_to(self.k - 1)
 
-# %% ../nbs/06_explorer.ipynb #7d4a2ff3
-@patch
-def _goto_end(self: Explorer):
-    "Show the whole recorded trace: the step slider (and the linked Play) at its last step."
-    n = self.trace.n
-    for w in (self.play, self.step_slider): w.max = n
-    self._mode_controls()
-    if self.step_slider.value != n: self.step_slider.value = n           # the observer draws
-    else: self.show(n)
-
-# %% ../nbs/06_explorer.ipynb #13baee02
-@patch
-def _mode_controls(self: Explorer):
-    spec = self.method == "self_speculative"
-    self.draft_slider.layout.display = None if spec else "none"
-    self.threshold_slider.layout.display = "none" if spec else None
-    no_windows = self.calibration_windows is None
-    self.calibration_box.layout.display = "none" if spec or no_windows else None
-
-# %% ../nbs/06_explorer.ipynb #caadc084
-@patch
-def _regenerate(self: Explorer):
-    "Record a new generation for the current controls and show its final state, timed."
-    t0 = time.perf_counter()
-    self.trace, self.result = self._record()
-    self._goto_end()
-    self.redraw_seconds = time.perf_counter() - t0
-    self.counters_html.value = counters_html(self.trace, self.k, redraw_seconds=self.redraw_seconds)
-
-# %% ../nbs/06_explorer.ipynb #22be3122
-@patch
-def show(self: Explorer, k: int, trace: Trace | None = None):
-    "Draw the first k tokens of `trace` (default: the recorded one)."
-    trace = trace or self.trace
-    k = max(0, min(k, trace.n))
-    parts = figure_parts(trace, k, self.colours, trace.n if trace.done else self.n_new_slider.value)
-    with self.fig.batch_update():
-        self.fig.data[0].update(parts["bars"])
-        self.fig.data[1].update(**parts["strip"])
-        self.fig.layout.shapes = parts["shapes"]
-        self.fig.layout.annotations[0].visible = parts["note"]
-        self.fig.update_layout(parts["layout"])
-    self.text.value = text_html(trace, k, self.colours)
-    self.counters_html.value = counters_html(trace, k, redraw_seconds=self.redraw_seconds)
-    self.legend.value = trace_legend_html(trace, self.colours) + guarantee_html(self.calibration, trace)
-
-# %% ../nbs/06_explorer.ipynb #7e585c58
+# %% ../nbs/06_explorer.ipynb #a324e52b
 @patch
 def run_live(self: Explorer, delay: float = 0.0) -> GenerationResult:
     "Generate again for the current controls, redrawing after every token; ends showing the recorded result."
@@ -314,7 +348,7 @@ def run_live(self: Explorer, delay: float = 0.0) -> GenerationResult:
     self._goto_end()
     return self.result
 
-# %% ../nbs/06_explorer.ipynb #245c028d
+# %% ../nbs/06_explorer.ipynb #6d1ee99c
 @patch
 def static_figure(self: Explorer):
     "A plain plotly Figure of the final state, with the counters in the title."
@@ -334,41 +368,7 @@ def _ipython_display_(self: Explorer):
     from IPython.display import display
     display(self.widget)
 
-# %% ../nbs/06_explorer.ipynb #d56c71e7
-DELTAS, EPSILONS = (0.05, 0.1, 0.2), (0.01, 0.05, 0.1)      # the pickers' choices
-
-def sampled_windows(model, n: int = 200, length: int = 32, temperature: float = 0.8,
-                    seed: int = 0) -> torch.Tensor:
-    "(n, length + 1) windows the full model samples from random first tokens: calibration data, no download."
-    g = torch.Generator().manual_seed(seed)
-    first = torch.randint(model.config.vocab_size, (n, 1), generator=g)                     # (n, 1)
-    return generate(model, first, length, method="cached", temperature=temperature, generator=g).tokens
-
-# %% ../nbs/06_explorer.ipynb #6b7fa5c6
-def _check_windows(windows):
-    if windows is None: return None
-    ok = isinstance(windows, torch.Tensor) and windows.dim() == 2 and not windows.is_floating_point()
-    if not (ok and windows.shape[0] >= 1 and windows.shape[1] >= 2):
-        shown = tuple(windows.shape) if isinstance(windows, torch.Tensor) else type(windows).__name__
-        raise ConfigError("calibration_windows", shown, "None or an integer tensor (N, T+1), N >= 1, T >= 1")
-    return windows
-
-# %% ../nbs/06_explorer.ipynb #4ae5fb8d
-@patch
-def _calibration_controls(self: Explorer, windows):
-    W, tight = widgets, dict(description_width="18px")
-    self.calibration_windows, self.calibration, self._loss_table = _check_windows(windows), None, None
-    self.delta_pick = W.Dropdown(options=DELTAS, value=0.1, description="δ", style=tight,
-                                 layout=W.Layout(width="88px"))
-    self.epsilon_pick = W.Dropdown(options=EPSILONS, value=0.05, description="ε", style=tight,
-                                   layout=W.Layout(width="88px"))
-    self.calibrate_button = W.Button(description="calibrated", layout=W.Layout(width="84px"),
-                                     tooltip="move the threshold to the Learn-then-Test threshold "
-                                             "for δ and ε")
-    self.calibrate_button.on_click(lambda b: self.calibrate())
-    self.calibration_box = W.HBox([self.delta_pick, self.epsilon_pick, self.calibrate_button])
-
-# %% ../nbs/06_explorer.ipynb #f2fdbabb
+# %% ../nbs/06_explorer.ipynb #7f37bec9
 @patch
 def calibrate(self: Explorer, delta: float | None = None, epsilon: float | None = None) -> Calibration:
     "The calibrated preset: Learn-then-Test on the given windows; the threshold slider moves there."
@@ -389,7 +389,7 @@ def calibrate(self: Explorer, delta: float | None = None, epsilon: float | None 
     else: self.show(self.k)
     return self.calibration
 
-# %% ../nbs/06_explorer.ipynb #be48ecea
+# %% ../nbs/06_explorer.ipynb #82fb186a
 def _lane_controls(lx, threshold: float, strategy: str):
     "The strategy selector and the threshold slider; each change re-records the batch."
     W = widgets
@@ -399,7 +399,7 @@ def _lane_controls(lx, threshold: float, strategy: str):
                                         continuous_update=False, readout_format=".3f")
     for w in (lx.strategy_buttons, lx.threshold_slider): w.observe(lambda _: lx._rerun(), "value")
 
-# %% ../nbs/06_explorer.ipynb #a39cf432
+# %% ../nbs/06_explorer.ipynb #68196820
 class LaneExplorer:
     "A batch of prompts as lanes, each token coloured by its row's exit, under a batch strategy."
     def __init__(self, model, tokenizer, prompts=BATCH_PROMPTS, n_new: int = 32, threshold: float = 0.5,
@@ -423,7 +423,7 @@ class LaneExplorer:
         from IPython.display import display
         display(self.widget)
 
-# %% ../nbs/06_explorer.ipynb #9eb32024
+# %% ../nbs/06_explorer.ipynb #1a613c25
 @patch
 def _rerun(self: LaneExplorer):
     "Record the batch for the current controls and redraw lanes, counters and cells."

@@ -15,7 +15,7 @@ from .speculate import self_speculative, SpeculationResult, VerifyPass
 from .batch import BATCH_STRATEGIES, BatchResult, batched_true_exit, left_pad
 
 # %% auto #0
-__all__ = ['BATCH_PROMPTS', 'TokenStep', 'add_step', 'Trace', 'run_fields', 'record', 'generate_kwargs', 'SpecTrace',
+__all__ = ['BATCH_PROMPTS', 'TokenStep', 'add_step', 'run_fields', 'Trace', 'generate_kwargs', 'record', 'SpecTrace',
            'rejected_drafts', 'same_as_full', 'live_passes', 'check_lanes', 'Lanes', 'upper_from_work', 'record_lanes',
            'lane_counters']
 
@@ -29,14 +29,23 @@ class TokenStep:
     upper_cached: bool
     work: WorkMeter
 
-# %% ../nbs/06_trace.ipynb #dcb91ce6
+# %% ../nbs/06_trace.ipynb #28cb4501
 def add_step(steps: list[TokenStep], step: Step):
     "Append what `step` decided to `steps`; mark the earlier steps it sent up to the upper cache."
     steps.append(TokenStep(int(step.token[0]), int(step.exit[0]), float(step.confidence[0]),
                            bool(step.upper_cached[0]), step.work))
     for j in step.entered_upper: steps[j].upper_cached = True
 
-# %% ../nbs/06_trace.ipynb #506ce8de
+# %% ../nbs/06_trace.ipynb #93e1c505
+def run_fields(model, method: str, prompt: str, prompt_len: int, threshold, exit_layer=None) -> dict:
+    "The fields of a Trace that do not change from step to step."
+    return dict(method=method, prompt=prompt, prompt_len=prompt_len, n_layers=model.n_layers,
+                shallow_exit=model.config.shallow_exit if exit_layer is None else exit_layer,
+                exit_layers=tuple(model.exit_layers),
+                threshold=None if method in ("cached", "self_speculative") else threshold,
+                flops=flop_model(model))
+
+# %% ../nbs/06_trace.ipynb #9d256483
 @dataclass
 class Trace:
     "Per generated token: text, exit, the estimator's confidence, upper-cache entry, counted work."
@@ -59,16 +68,7 @@ class Trace:
     @property
     def n(self) -> int: return len(self.tokens)
 
-# %% ../nbs/06_trace.ipynb #93e1c505
-def run_fields(model, method: str, prompt: str, prompt_len: int, threshold, exit_layer=None) -> dict:
-    "The fields of a Trace that do not change from step to step."
-    return dict(method=method, prompt=prompt, prompt_len=prompt_len, n_layers=model.n_layers,
-                shallow_exit=model.config.shallow_exit if exit_layer is None else exit_layer,
-                exit_layers=tuple(model.exit_layers),
-                threshold=None if method in ("cached", "self_speculative") else threshold,
-                flops=flop_model(model))
-
-# %% ../nbs/06_trace.ipynb #7744367b
+# %% ../nbs/06_trace.ipynb #fa8dd5b0
 @patch(cls_method=True)
 def from_steps(cls: Trace, steps: list[TokenStep], tokenizer, run: dict, seconds: float = 0.0,
                done: bool = True) -> Trace:
@@ -77,7 +77,7 @@ def from_steps(cls: Trace, steps: list[TokenStep], tokenizer, run: dict, seconds
                confidences=[s.confidence for s in steps], upper_cached=[s.upper_cached for s in steps],
                work=[s.work for s in steps], seconds=seconds, done=done)
 
-# %% ../nbs/06_trace.ipynb #efd99402
+# %% ../nbs/06_trace.ipynb #dbd93d68
 @patch
 def counters(self: Trace, k: int | None = None) -> dict:
     "Running totals over the first k tokens (all by default)."
@@ -93,20 +93,7 @@ def counters(self: Trace, k: int | None = None) -> dict:
                 if k else nan,
                 head_evals=work.head_evals, confidence_evals=work.confidence_evals)
 
-# %% ../nbs/06_trace.ipynb #79a4680c
-def record(model, tokenizer, prompt: str, n_new: int, method: str = "true_exit", threshold: float = 0.5,
-           temperature: float = 0.8, seed: int = 0, on_step=None, estimator=None, draft_len: int = 4,
-           threads: int | None = 1, **spec_kwargs) -> tuple[Trace, GenerationResult]:
-    "One generation, step by step: (trace, result). Same seed, same random stream, whatever the threshold."
-    if spec_kwargs and method != "self_speculative":
-        raise ConfigError("method", method, f"'self_speculative' to pass {', '.join(spec_kwargs)} on")
-    before = torch.get_num_threads()
-    if threads: torch.set_num_threads(threads)
-    try: return _record(model, tokenizer, prompt, n_new, method, threshold, temperature, seed, on_step,
-                        estimator, draft_len, spec_kwargs)
-    finally: torch.set_num_threads(before)
-
-# %% ../nbs/06_trace.ipynb #386748e1
+# %% ../nbs/06_trace.ipynb #51a62bd0
 def generate_kwargs(method: str, threshold, temperature, seed: int, estimator, device) -> dict:
     "Keyword arguments of `generate` / `self_speculative` for one seeded recording."
     kw = dict(temperature=temperature, generator=torch.Generator(device=device).manual_seed(seed))
@@ -114,12 +101,12 @@ def generate_kwargs(method: str, threshold, temperature, seed: int, estimator, d
     if method in ("fake_exit", "true_exit") and estimator is not None: kw["estimator"] = estimator
     return kw
 
-# %% ../nbs/06_trace.ipynb #feb9a2cf
+# %% ../nbs/06_trace.ipynb #88c4e0f3
 def _generate(model, x, n_new, method, kw, draft_len, on_step, spec_kwargs) -> GenerationResult:
     if method != "self_speculative": return generate(model, x, n_new, method=method, on_step=on_step, **kw)
     return self_speculative(model, x, n_new, draft_len=draft_len, on_step=on_step, **kw, **spec_kwargs)
 
-# %% ../nbs/06_trace.ipynb #7845cc24
+# %% ../nbs/06_trace.ipynb #03935f78
 def _record(model, tokenizer, prompt, n_new, method, threshold, temperature, seed, on_step, estimator,
             draft_len, spec_kwargs):
     ids = tokenizer.encode(prompt) or [tokenizer.pad_id]
@@ -140,7 +127,20 @@ def _record(model, tokenizer, prompt, n_new, method, threshold, temperature, see
     checked = same_as_full(model, res) if temperature == 0 else None
     return SpecTrace.from_result(steps, tokenizer, run, res, seconds, checked, spec_kwargs), res
 
-# %% ../nbs/06_trace.ipynb #9289520e
+# %% ../nbs/06_trace.ipynb #206f23e6
+def record(model, tokenizer, prompt: str, n_new: int, method: str = "true_exit", threshold: float = 0.5,
+           temperature: float = 0.8, seed: int = 0, on_step=None, estimator=None, draft_len: int = 4,
+           threads: int | None = 1, **spec_kwargs) -> tuple[Trace, GenerationResult]:
+    "One generation, step by step: (trace, result). Same seed, same random stream, whatever the threshold."
+    if spec_kwargs and method != "self_speculative":
+        raise ConfigError("method", method, f"'self_speculative' to pass {', '.join(spec_kwargs)} on")
+    before = torch.get_num_threads()
+    if threads: torch.set_num_threads(threads)
+    try: return _record(model, tokenizer, prompt, n_new, method, threshold, temperature, seed, on_step,
+                        estimator, draft_len, spec_kwargs)
+    finally: torch.set_num_threads(before)
+
+# %% ../nbs/06_trace.ipynb #a0506f70
 @dataclass
 class SpecTrace(Trace):
     "A self-speculative generation: a Trace, and who chose each token, from the run's own verify passes."
@@ -152,7 +152,7 @@ class SpecTrace(Trace):
     same_as_full: bool | None = None    # greedy: text == the full model's (checked); None: sampled or live
     options: dict = field(default_factory=dict)                 # self_speculative's extra keyword arguments
 
-# %% ../nbs/06_trace.ipynb #395cfc1b
+# %% ../nbs/06_trace.ipynb #73a0f295
 def rejected_drafts(passes: list[VerifyPass], tokenizer) -> list[list[str]]:
     "Per emitted token: the drafts it replaced (only a pass's last token, the verifier's, replaces any)."
     rejected = [[] for v in passes for _ in v.emitted]
@@ -160,13 +160,13 @@ def rejected_drafts(passes: list[VerifyPass], tokenizer) -> list[list[str]]:
         rejected[end - 1] = [tokenizer.id_to_token(d) for d in v.drafted[v.accepted:]]
     return rejected
 
-# %% ../nbs/06_trace.ipynb #e2400475
+# %% ../nbs/06_trace.ipynb #5d10189a
 def same_as_full(model, res: GenerationResult) -> bool:
     "Greedy self-spec against the full model (`cached`) on the same prompt, token for token."
     full = generate(model, res.tokens[:, :res.prompt_len], res.n_new, method="cached")
     return torch.equal(full.tokens, res.tokens)
 
-# %% ../nbs/06_trace.ipynb #553d7fda
+# %% ../nbs/06_trace.ipynb #f785efed
 @patch(cls_method=True)
 def from_result(cls: SpecTrace, steps: list[TokenStep], tokenizer, run: dict, res: SpeculationResult,
                 seconds: float = 0.0, same_as_full: bool | None = None, options: dict | None = None):
@@ -176,14 +176,14 @@ def from_result(cls: SpecTrace, steps: list[TokenStep], tokenizer, run: dict, re
                rejected=rejected_drafts(res.passes, tokenizer), passes=list(res.passes),
                draft_len=res.draft_len, same_as_full=same_as_full, options=dict(options or {}))
 
-# %% ../nbs/06_trace.ipynb #610385b1
+# %% ../nbs/06_trace.ipynb #8acb9a71
 def live_passes(steps: list[TokenStep]) -> tuple[list[bool], list[int]]:
     "While a self-spec run is live: (from_draft, pass_index) per step; the pass's work is on its last step."
     from_draft = [s.work.layer_forwards == 0 for s in steps]
     passes_before = [0, *itertools.accumulate(int(not d) for d in from_draft)]
     return from_draft, passes_before[:-1]
 
-# %% ../nbs/06_trace.ipynb #a277a785
+# %% ../nbs/06_trace.ipynb #f1c6a6b3
 @patch(cls_method=True)
 def from_steps(cls: SpecTrace, steps: list[TokenStep], tokenizer, run: dict,  # noqa: F811 (SpecTrace's own)
                seconds: float = 0.0, done: bool = True) -> SpecTrace:
@@ -192,7 +192,7 @@ def from_steps(cls: SpecTrace, steps: list[TokenStep], tokenizer, run: dict,  # 
     base = Trace.from_steps(steps, tokenizer, run, seconds=seconds, done=done)
     return cls(**vars(base), from_draft=from_draft, pass_index=pass_index, rejected=[[] for _ in steps])
 
-# %% ../nbs/06_trace.ipynb #0fc7e855
+# %% ../nbs/06_trace.ipynb #a6d434cb
 @patch
 def spec_counters(self: SpecTrace, k: int | None = None) -> dict:
     "Self-spec's totals over the verify passes finished within the first k tokens."
@@ -205,7 +205,7 @@ def spec_counters(self: SpecTrace, k: int | None = None) -> dict:
                 acceptance_rate=accepted / drafted if drafted else nan,
                 tokens_per_pass=ends[-1] / len(ends) if ends else nan)
 
-# %% ../nbs/06_trace.ipynb #5eedd4ac
+# %% ../nbs/06_trace.ipynb #e9332975
 BATCH_PROMPTS = ("ROMEO:", "JULIET:", "KING HENRY:", "First Citizen:")
 
 def check_lanes(prompts, strategy):
@@ -216,7 +216,7 @@ def check_lanes(prompts, strategy):
     if strategy not in BATCH_STRATEGIES:
         raise ConfigError("strategy", strategy, f"one of {', '.join(map(repr, BATCH_STRATEGIES))}")
 
-# %% ../nbs/06_trace.ipynb #a7244aa9
+# %% ../nbs/06_trace.ipynb #465ea494
 @dataclass
 class Lanes:
     "A batched run, per row (lane) and step: token text, exit, confidence, whether it ran the upper layers."
@@ -230,7 +230,7 @@ class Lanes:
     n_layers: int
     shallow_exit: int
 
-# %% ../nbs/06_trace.ipynb #4bcdf209
+# %% ../nbs/06_trace.ipynb #c3b66209
 def upper_from_work(works: list[WorkMeter], deep: torch.Tensor, e: int, L: int) -> torch.Tensor:
     "(B, n) bool: the rows that ran layers e+1..L at each step, read off each step's counted work."
     B, ran = deep.shape[0], torch.zeros_like(deep)
@@ -241,7 +241,7 @@ def upper_from_work(works: list[WorkMeter], deep: torch.Tensor, e: int, L: int) 
         ran[:, t] = True if rows == B else deep[:, t]
     return ran
 
-# %% ../nbs/06_trace.ipynb #885f9352
+# %% ../nbs/06_trace.ipynb #b166703b
 def record_lanes(model, tokenizer, prompts=BATCH_PROMPTS, n_new: int = 32, threshold: float = 0.5,
                  strategy: str = "all", temperature: float = 0.0, seed: int = 0) -> tuple[Lanes, BatchResult]:
     "One batched true-exit run of `prompts` (left padded): (lanes, result)."
@@ -258,7 +258,7 @@ def record_lanes(model, tokenizer, prompts=BATCH_PROMPTS, n_new: int = 32, thres
                  res.confidences.tolist(), ran.tolist(), strategy, threshold, model.n_layers,
                  model.config.shallow_exit), res
 
-# %% ../nbs/06_trace.ipynb #c874cbe1
+# %% ../nbs/06_trace.ipynb #7d3dadbd
 def lane_counters(lanes: Lanes, res) -> dict:
     "Fractions of (row, step) pairs that wanted / ran the upper layers; steps where every row exited."
     B, n, e, L = len(lanes.tokens), len(lanes.tokens[0]), lanes.shallow_exit, lanes.n_layers
