@@ -7,6 +7,7 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass, field
 import torch, torch.nn.functional as F
+from fastcore.basics import patch
 from .config import ConfigError
 from .model import EarlyExitLM, ExitLM, WorkMeter
 from .cost import flop_model
@@ -290,23 +291,22 @@ class SpeculationResult(GenerationResult):
     def tokens_per_pass(self) -> float: return self.n_new / len(self.passes)
 
 # %% ../nbs/11_speculate.ipynb #8fba4469
-def _from_draft(self: SpeculationResult) -> torch.Tensor:
+@patch(as_prop=True)
+def from_draft(self: SpeculationResult) -> torch.Tensor:
     "(1, n_new) bool: the token is an accepted draft (False: the verifier's correction or bonus)."
     return torch.tensor([[i < v.accepted for v in self.passes for i in range(v.accepted + 1)]])
 
-def _pass_index(self: SpeculationResult) -> torch.Tensor:
+@patch(as_prop=True)
+def pass_index(self: SpeculationResult) -> torch.Tensor:
     "(1, n_new) long: the verify pass that emitted each token."
     return torch.tensor([[k for k, v in enumerate(self.passes) for _ in range(v.accepted + 1)]])
 
-def _spec_summary(self: SpeculationResult) -> dict:
+@patch
+def summary(self: SpeculationResult) -> dict:
     return {**GenerationResult.summary(self), "reuse": self.reuse, "draft_len": self.draft_len,
             "passes": len(self.passes), "drafted": self.drafted, "accepted": self.accepted,
             "acceptance_rate": self.acceptance_rate, "tokens_per_pass": self.tokens_per_pass,
             "thrown_away_layer_forwards": self.thrown_away.layer_forwards}
-
-SpeculationResult.from_draft = property(_from_draft)
-SpeculationResult.pass_index = property(_pass_index)
-SpeculationResult.summary = _spec_summary
 
 # %% ../nbs/11_speculate.ipynb #b7eb114f
 def _result(s: Speculation, tokens, P, prefill_work, seconds, draft_len) -> SpeculationResult:
