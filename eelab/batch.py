@@ -9,15 +9,18 @@ from dataclasses import dataclass, field
 import torch, torch.nn.functional as F
 from .config import ConfigError
 from .model import EarlyExitLM, WorkMeter
-from .cost import full_depth_work
+from .cost import full_depth_work, flop_model
 from .estimators import as_estimator
-from .generate import GenerationResult, Decision, FILLS, check_inputs, check_threshold, run_generation, cached
+from .generate import (GenerationResult, Decision, FILLS, check_inputs, check_threshold, run_generation,
+                       run_timed, cached)
+from .speculate import greedy_accept
 
 # %% auto #0
 __all__ = ['BATCH_STRATEGIES', 'left_pad', 'check_padding', 'RowMeters', 'RaggedCache', 'row_rope', 'ragged_layer',
            'ragged_layers', 'BatchRun', 'batch_prefill', 'batch_lower', 'batch_decide', 'upper_rows', 'batch_fill',
            'batch_upper', 'output_logits', 'batch_step', 'BatchResult', 'batched_true_exit', 'bench_batch',
-           'BatchSpeculation', 'batched_self_speculative']
+           'BatchSpeculationResult', 'BatchSpecRun', 'batch_draft', 'batch_verify', 'batch_emit',
+           'batched_self_speculative']
 
 # %% ../nbs/14_batch.ipynb #a5dfc809
 BATCH_STRATEGIES = ("all", "gather", "latency")
@@ -49,21 +52,26 @@ def check_padding(prompt: torch.Tensor, padding_mask) -> torch.Tensor:
 
 # %% ../nbs/14_batch.ipynb #b14d1821
 class RowMeters:
-    "WorkMeter fields as (B,) int64 tensors: work counted per row."
+    "WorkMeter fields as one (F, B) int64 tensor on the model's device: work per row, read at the end."
     FIELDS = tuple(WorkMeter.__dataclass_fields__)
-    def __init__(self, B: int):
-        self.counts = {f: torch.zeros(B, dtype=torch.long) for f in self.FIELDS}
+    def __init__(self, B: int, device=None):
+        self.counts = torch.zeros(len(self.FIELDS), B, dtype=torch.long, device=device)    # (F, B)
 
     def add(self, name: str, rows, amount):
         "Add `amount` (a number or (R,) tensor) to field `name` of `rows` ((R,) distinct indices; None: all)."
-        if isinstance(amount, torch.Tensor): amount = amount.cpu()
-        if rows is None: self.counts[name] += amount
-        else: self.counts[name][rows.cpu()] += amount
+        f = self.FIELDS.index(name)
+        if rows is None: self.counts[f] += amount
+        else: self.counts[f, rows] += amount                            # on the device: no host read
 
-    def rows(self) -> list[WorkMeter]:
-        B = len(self.counts["layer_forwards"])
-        return [WorkMeter(**{f: int(self.counts[f][b]) for f in self.FIELDS}) for b in range(B)]
-    def total(self) -> WorkMeter: return WorkMeter(**{f: int(t.sum()) for f, t in self.counts.items()})
+    def snapshot(self) -> torch.Tensor: return self.counts.clone()
+    def rows(self, counts=None) -> list[WorkMeter]:
+        "A WorkMeter per row, of the counts now (or of a snapshot): one host read."
+        table = (self.counts if counts is None else counts).T.tolist()                      # (B, F)
+        return [WorkMeter(**dict(zip(self.FIELDS, row))) for row in table]
+    def total(self, since=None) -> WorkMeter:
+        "The work of all rows (since a snapshot): one host read."
+        counts = self.counts if since is None else self.counts - since
+        return WorkMeter(**dict(zip(self.FIELDS, counts.sum(1).tolist())))
 
 # %% ../nbs/14_batch.ipynb #9db29fdf
 class RaggedCache:
@@ -77,15 +85,13 @@ class RaggedCache:
         self.held = torch.zeros(mc.n_layers, B, S, dtype=torch.bool, device=device)
 
     def write(self, i: int, k, v, rows, c0: int, active):
-        "Store k, v (R, nh, T, hs) of `rows` at columns c0..c0+T-1 where `active` (R, T) is True."
-        if active is None:                                       # every row, every column: a slice
-            sel, cols = rows if rows is not None else slice(None), slice(c0, c0 + k.shape[2])
-            self.k[i, sel, :, cols], self.v[i, sel, :, cols], self.held[i, sel, cols] = k, v, True
-            return
-        r, t = active.nonzero(as_tuple=True)                     # (n,) row in rows, column offset
-        b = r if rows is None else rows[r]
-        self.k[i, b, :, c0 + t], self.v[i, b, :, c0 + t] = k[r, :, t], v[r, :, t]    # (n, nh, hs)
-        self.held[i, b, c0 + t] = True
+        "Store k, v (R, nh, T, hs) of `rows` at columns c0..c0+T-1 where `active` (R, T) is True (None: all)."
+        sel, cols = rows if rows is not None else slice(None), slice(c0, c0 + k.shape[2])
+        if active is not None:                                   # inactive columns keep what they held
+            a = active[:, None, :, None]                                             # (R, 1, T, 1)
+            k, v = torch.where(a, k, self.k[i, sel, :, cols]), torch.where(a, v, self.v[i, sel, :, cols])
+        self.k[i, sel, :, cols], self.v[i, sel, :, cols] = k, v
+        self.held[i, sel, cols] = True if active is None else self.held[i, sel, cols] | active
 
 # %% ../nbs/14_batch.ipynb #e1955df6
 def row_rope(model: EarlyExitLM, positions: torch.Tensor):
@@ -142,8 +148,9 @@ class BatchRun:
     e: int                         # the exit decided at
     queued: torch.Tensor = None    # (B, S) bool: recompute's waiting columns
     queued_h: torch.Tensor = None  # (B, S, C): their exit hidden states
-    prefill_rows: list = None      # a WorkMeter per row: the prefill's work
+    prefill_counts: torch.Tensor = None   # the meters' counts after the prefill (read at the end)
     per_step_work: bool = False    # count each step's work apart (someone listens: on_step)
+    waiting: list = None           # recompute: per row, its queued columns (the host's copy of `queued`)
 
     @property
     def L(self) -> int: return self.model.n_layers
@@ -183,21 +190,28 @@ def batch_decide(run: BatchRun, h, prev):
     return confidence, confidence >= run.threshold, shallow
 
 # %% ../nbs/14_batch.ipynb #ed2b3f1e
-def upper_rows(run: BatchRun, exits) -> tuple[torch.Tensor, torch.Tensor]:
-    "join (B,) bool: rows that run layers e+1..L; write (B,) bool: rows whose K/V they keep."
-    write = ~exits | (exits & (run.fill == "oracle"))
+def upper_rows(run: BatchRun, exits: list) -> tuple[list, list]:
+    "From the exit decisions (B bools, on the host): join, rows running layers e+1..L; write, whose K/V stay."
+    if isinstance(exits, torch.Tensor):                      # a (B,) bool tensor in: tensors out
+        return tuple(torch.tensor(f, device=exits.device) for f in upper_rows(run, exits.tolist()))
+    write = [not x or run.fill == "oracle" for x in exits]
     if run.strategy == "gather": join = write
-    elif run.strategy == "latency": join = torch.ones_like(exits)
-    else: join = torch.ones_like(exits) if bool((~exits).any()) else write        # all (CALM)
+    elif run.strategy == "latency": join = [True] * len(exits)
+    else: join = [True] * len(exits) if not all(exits) else write                 # all (CALM)
     return join, write
 
+def _index(flags: list, device) -> torch.Tensor:
+    "The indices (R,) of the true flags, as a device tensor (a copy to the device, not a read from it)."
+    return torch.tensor([b for b, f in enumerate(flags) if f], dtype=torch.long, device=device)
+
 # %% ../nbs/14_batch.ipynb #df8d1709
-def batch_fill(run: BatchRun, h, exits, c: int):
-    "Apply the fill policy to the exiting rows of h (B, 1, C) at column c."
-    rows = exits.nonzero().squeeze(1)                                            # (R,)
-    if len(rows) == 0: return
+def batch_fill(run: BatchRun, h, exits: list, c: int):
+    "Apply the fill policy to the exiting rows (`exits`: B bools) of h (B, 1, C) at column c."
+    if not any(exits): return
+    rows = _index(exits, h.device)                                               # (R,)
     if run.fill == "recompute":
         run.queued[rows, c], run.queued_h[rows, c] = True, h[rows, 0]
+        for b in (b for b, x in enumerate(exits) if x): run.waiting[b].append(c)
     elif run.fill == "propagate":
         rope = row_rope(run.model, run.positions(rows, c, 1))
         for i in range(run.e, run.L):
@@ -206,63 +220,72 @@ def batch_fill(run: BatchRun, h, exits, c: int):
         run.meters.add("kv_fills", rows, run.L - run.e)
 
 # %% ../nbs/14_batch.ipynb #0fdbf706
-def _window(run: BatchRun, rows, write_rows, h_rows, c: int):
-    "First column c0, hidden states (R, T, C) and active (R, T) of the upper pass."
-    if run.fill != "recompute" or not bool(run.queued[rows[write_rows]].any()):
-        return c, h_rows, None if bool(write_rows.all()) else write_rows[:, None]
-    waiting = run.queued[rows, :c + 1] & write_rows[:, None]                    # (R, c+1)
-    c0 = int(waiting.any(0).nonzero()[0])
-    x = run.queued_h[rows, c0:c + 1].clone()                                     # (R, T, C)
+def _window(run: BatchRun, rows: list, write_rows: list, h_rows, c: int):
+    "First column c0, hidden states (R, T, C) and active (R, T) of the upper pass of `rows` (host lists)."
+    writers = [b for b, w in zip(rows, write_rows) if w]
+    queued = [col for b in writers for col in run.waiting[b]] if run.fill == "recompute" else []
+    write = torch.tensor(write_rows, device=h_rows.device)                       # (R,)
+    if not queued: return c, h_rows, None if all(write_rows) else write[:, None]
+    r, c0 = torch.tensor(rows, device=h_rows.device), min(queued)
+    waiting = run.queued[r, :c + 1] & write[:, None]                             # (R, c+1)
+    x = run.queued_h[r, c0:c + 1].clone()                                        # (R, T, C)
     x[:, -1] = h_rows[:, 0]
     active = waiting[:, c0:].clone()
-    active[:, -1] = write_rows
-    run.queued[rows[write_rows], :c + 1] = False
+    active[:, -1] = write
+    run.queued[r[write], :c + 1] = False
+    for b in writers: run.waiting[b] = []
     return c0, x, active
 
 # %% ../nbs/14_batch.ipynb #240f0fdb
-def batch_upper(run: BatchRun, h, join, write, c: int):
-    "Deep logits (R, V) of the joining rows; the rows (R,) they belong to."
-    rows = join.nonzero().squeeze(1)                                             # (R,)
-    if len(rows) == 0: return None, rows
-    c0, x, active = _window(run, rows, write[rows], h[rows], c)
+def batch_upper(run: BatchRun, h, join: list, write: list, c: int):
+    "Deep logits (R, V) of the joining rows, and those rows (a host list)."
+    rows = [b for b, j in enumerate(join) if j]
+    if not rows: return None, rows
+    r = torch.tensor(rows, device=h.device)                                      # (R,)
+    c0, x, active = _window(run, rows, [write[b] for b in rows], h[r], c)
     all_rows = len(rows) == len(join)
-    out = ragged_layers(run.model, run.e, run.L, x, None if all_rows else rows, c0, active,
-                        run.positions(rows, c0, x.shape[1]), run.cache, run.meters)
+    out = ragged_layers(run.model, run.e, run.L, x, None if all_rows else r, c0, active,
+                        run.positions(r, c0, x.shape[1]), run.cache, run.meters)
     return out[:, -1], rows
 
 # %% ../nbs/14_batch.ipynb #9c52a8e8
-def output_logits(run: BatchRun, h, out, rows, exits, shallow):
-    "Logits (B, V) from h (B, 1, C) (exiting rows), out (R, C) (joining rows) and shallow (B, V) or None."
-    m, deep = run.model, ~exits
+def output_logits(run: BatchRun, h, out, rows: list, exits: list, shallow):
+    "Logits (B, V) from h (B, 1, C) (exiting rows), out (R, C) (joining `rows`) and shallow (B, V) or None."
+    m, device, at = run.model, h.device, {b: k for k, b in enumerate(rows)}    # row -> its line of out
+    deep_rows = [b for b, x in enumerate(exits) if not x]
+    deep = torch.tensor(deep_rows, dtype=torch.long, device=device)                        # (D,)
+    deep_out = torch.tensor([at[b] for b in deep_rows], dtype=torch.long, device=device)   # their lines
     if shallow is None and m.head(run.e) is m.head(run.L):           # one shared head: one weight read
         x = h[:, 0].clone()                                              # (B, C)
-        if bool(deep.any()): x[deep] = out[deep[rows]]
+        if deep_rows: x[deep] = out[deep_out]
         run.meters.add("head_evals", None, 1)
         return m.head(run.L)(x)
-    logits = torch.empty(len(exits), m.config.vocab_size, device=h.device, dtype=h.dtype)
-    if bool(deep.any()):
-        logits[deep] = m.exit_logits(out[deep[rows]][:, None], run.L)[:, 0]
-        run.meters.add("head_evals", deep.nonzero().squeeze(1), 1)
-    if bool(exits.any()):
+    logits = torch.empty(len(exits), m.config.vocab_size, device=device, dtype=h.dtype)
+    if deep_rows:
+        logits[deep] = m.exit_logits(out[deep_out][:, None], run.L)[:, 0]
+        run.meters.add("head_evals", deep, 1)
+    if any(exits):
+        shallow_rows = _index(exits, device)
         if shallow is None:
             shallow = torch.zeros_like(logits)
-            shallow[exits] = m.exit_logits(h[exits], run.e)[:, 0]
-            run.meters.add("head_evals", exits.nonzero().squeeze(1), 1)
-        logits[exits] = shallow[exits]
+            shallow[shallow_rows] = m.exit_logits(h[shallow_rows], run.e)[:, 0]
+            run.meters.add("head_evals", shallow_rows, 1)
+        logits[shallow_rows] = shallow[shallow_rows]
     return logits
 
 # %% ../nbs/14_batch.ipynb #e0a17e0f
 def batch_step(run: BatchRun, token, c: int):
-    "Logits (B, V), exits (B,), confidence (B,) and each row's release time (B,) of the step at column c."
+    "Logits (B, V), exits (B,), confidence (B,) (on the device), each row's release time (B,); column c."
     h, prev = batch_lower(run, token, c)
     confidence, exits, shallow = batch_decide(run, h, prev)
-    released = torch.full((len(exits),), time.perf_counter(), dtype=torch.float64)
-    batch_fill(run, h, exits, c)
-    join, write = upper_rows(run, exits)
+    exiting = exits.tolist()          # the step's one host read: who exits decides which rows run what next
+    released = torch.full((len(exiting),), time.perf_counter(), dtype=torch.float64)
+    batch_fill(run, h, exiting, c)
+    join, write = upper_rows(run, exiting)
     out, rows = batch_upper(run, h, join, write, c)
-    logits = output_logits(run, h, out, rows, exits, shallow)
-    released[(~exits).cpu()] = time.perf_counter()
-    return logits, torch.where(exits, run.e, run.L).cpu(), confidence.cpu(), released
+    logits = output_logits(run, h, out, rows, exiting, shallow)
+    released[torch.tensor([not x for x in exiting])] = time.perf_counter()
+    return logits, torch.where(exits, run.e, run.L), confidence, released
 
 # %% ../nbs/14_batch.ipynb #a1754132
 @dataclass
@@ -286,18 +309,17 @@ class BatchResult(GenerationResult):
 
 # %% ../nbs/14_batch.ipynb #ed1e4dc8
 def _decode_one_token(run: BatchRun, prompt, mask, latency: list):
-    "generate's decode_one_token for a batch; prefills on the first call (then run.prefill_rows is set)."
+    "generate's decode_one_token for a batch; prefills on the first call (then run.prefill_counts is set)."
     def decode_one_token(pos, tokens, positions, meter):
         if pos == prompt.shape[1] - 1:
             batch_prefill(run, prompt, mask)
-            run.prefill_rows = run.meters.rows()
-        before = run.meters.total() if run.per_step_work else None
+            run.prefill_counts = run.meters.snapshot()
+        before = run.meters.snapshot() if run.per_step_work else None
         start = time.perf_counter()
         logits, exits, confidence, released = batch_step(run, tokens[:, pos:pos + 1], pos)
         latency.append(released - start)
-        if before is not None: meter += run.meters.total() - before        # on_step's Step.work
-        upper = run.cache.held[run.e, :, pos].cpu()
-        return Decision(logits, exits, confidence, upper)
+        if before is not None: meter += run.meters.total(since=before)      # on_step's Step.work
+        return Decision(logits, exits, confidence, run.cache.held[run.e, :, pos])
     return decode_one_token
 
 # %% ../nbs/14_batch.ipynb #b4f1edea
@@ -323,18 +345,20 @@ def batched_true_exit(model: EarlyExitLM, prompt, n_new: int, threshold: float,
     B, P = prompt.shape
     est, S = as_estimator(estimator, model), P + n_new
     run = BatchRun(model, RaggedCache(model, B, S, prompt.device), est, threshold, fill, batch_strategy,
-                   (~mask).sum(1), RowMeters(B), e, torch.zeros(B, S, dtype=torch.bool, device=prompt.device),
-                   torch.zeros(B, S, model.config.dim, device=prompt.device))
+                   (~mask).sum(1), RowMeters(B, prompt.device), e,
+                   torch.zeros(B, S, dtype=torch.bool, device=prompt.device),
+                   torch.zeros(B, S, model.config.dim, device=prompt.device), waiting=[[] for _ in range(B)])
     run.per_step_work, latency = on_step is not None, []
     step = _decode_one_token(run, prompt, mask, latency)
     measured = run_generation(model, prompt, n_new, step, None, None, temperature, generator, on_step,
                               keep_logits)
-    rows = [r - p for r, p in zip(run.meters.rows(), run.prefill_rows)]
-    measured["prefill"] = sum(run.prefill_rows, WorkMeter())
+    prefill_rows = run.meters.rows(run.prefill_counts)
+    rows = [r - p for r, p in zip(run.meters.rows(), prefill_rows)]
+    measured["prefill"] = sum(prefill_rows, WorkMeter())
     measured["decode"] = sum(rows, WorkMeter())
     measured["upper_cached"] = run.cache.held[e, :, P - 1:P - 1 + n_new].cpu()
     return BatchResult(method="true_exit", shallow_exit=e, threshold=threshold, fill=fill, estimator=est.name,
-                       unprocessed=int(run.queued.sum()), batch_strategy=batch_strategy,
+                       unprocessed=sum(map(len, run.waiting)), batch_strategy=batch_strategy,
                        padding=run.pad.cpu(), row_work=rows, token_latency=torch.stack(latency, 1),
                        **measured)
 
@@ -403,51 +427,69 @@ def _spec_row(model, x, n_new: int, draft_len: int, repeats: int, full, base_sec
 
 # %% ../nbs/14_batch.ipynb #a8ce2953
 @dataclass
-class BatchSpeculation:
-    "Batched self-speculation's result: the text and what each round accepted."
-    tokens: torch.Tensor          # (B, P + n_new) left padded prompt, then the new tokens
-    padding: torch.Tensor         # (B,) padding columns per row
-    accepted: torch.Tensor        # (rounds, B) drafts accepted by each row in each verify pass
-    draft_len: int
-    decode: WorkMeter             # work counted while drafting and verifying
-    seconds: float
-    round_seconds: torch.Tensor = None   # (rounds,) each round's duration: its tokens are released at its end
+class BatchSpeculationResult(BatchResult):
+    "Batched self-speculation: a BatchResult (every token the full model's) with what each round accepted."
+    draft_len: int = 0
+    accepted: torch.Tensor | None = None        # (rounds, B) drafts accepted by each row in each verify pass
+    round_seconds: torch.Tensor | None = None   # (rounds,) each round's time; its tokens leave at its end
 
     @property
     def acceptance_rate(self) -> float: return float(self.accepted.float().mean()) / self.draft_len
-    def row_tokens(self, b: int) -> torch.Tensor: return self.tokens[b:b + 1, int(self.padding[b]):]
+    @property
+    def tokens_per_pass(self) -> float: return float((self.accepted + 1).float().mean())
 
 # %% ../nbs/14_batch.ipynb #4be821a1
-def _draft_one(model, e: int, token, c: int, pos, cache, meters, head: bool = True):
-    "Exit hidden (B, 1, C) and (if `head`) the shallow greedy token (B,) for token (B,) at column c."
-    h = ragged_layers(model, 0, e, model.embed(token[:, None]), None, c, None, pos[:, None], cache, meters)
-    if not head: return h, None          # the last draft: its exit hidden is all verify needs
-    meters.add("head_evals", None, 1)
-    return h, model.exit_logits(h, e)[:, -1].argmax(-1)
+@dataclass
+class BatchSpecRun:
+    "What batched self-speculation carries from round to round; every tensor stays on the model's device."
+    run: BatchRun                # the model, the ragged cache, the exit e, the per-row meters
+    draft_len: int
+    last: torch.Tensor           # (B,) each row's newest token: the verifier's
+    pos: torch.Tensor            # (B,) its position (rows differ by their padding and acceptance)
+    c: int                       # its column, the same for every row
+    out: torch.Tensor            # (B, W) the tokens each row emitted, in order
+    filled: torch.Tensor         # (B,) how many each row has emitted
+    accepted: list = field(default_factory=list)   # (B,) per round
+
+# %% ../nbs/14_batch.ipynb #4be821a2
+def batch_draft(sr: BatchSpecRun) -> tuple[torch.Tensor, torch.Tensor]:
+    "d = draft_len greedy drafts (B, d) by layers 1..e and the shallow head; exit hiddens (B, d+1, C)."
+    run, d, token, hs, drafts = sr.run, sr.draft_len, sr.last, [], []
+    m, e = run.model, run.e
+    for j in range(d + 1):                           # d drafts, then the last draft's exit hidden
+        h = ragged_layers(m, 0, e, m.embed(token[:, None]), None, sr.c + j, None, (sr.pos + j)[:, None],
+                          run.cache, run.meters)                                      # (B, 1, C)
+        hs.append(h)
+        if j == d: break
+        run.meters.add("head_evals", None, 1)
+        token = m.exit_logits(h, e)[:, -1].argmax(-1)                                 # (B,)
+        drafts.append(token)
+    return torch.stack(drafts, 1), torch.cat(hs, 1)
 
 # %% ../nbs/14_batch.ipynb #f9f4229e
-def _verify(model, e: int, hs, c: int, pos0, cache, meters):
-    "The full model's greedy token (B, T) after each of T drafted inputs whose exit hiddens are hs (B, T, C)."
-    T = hs.shape[1]
-    positions = pos0[:, None] + torch.arange(T, device=hs.device)                     # (B, T)
-    out = ragged_layers(model, e, model.n_layers, hs, None, c, None, positions, cache, meters)
-    meters.add("head_evals", None, T)
-    return model.exit_logits(out, model.n_layers).argmax(-1)                          # (B, T)
+def batch_verify(sr: BatchSpecRun, hs) -> torch.Tensor:
+    "The full model's logits (B, d+1, V) after each input, from its exit hidden states hs (B, d+1, C)."
+    run, T = sr.run, hs.shape[1]
+    positions = sr.pos[:, None] + torch.arange(T, device=hs.device)                  # (B, T)
+    out = ragged_layers(run.model, run.e, run.L, hs, None, sr.c, None, positions, run.cache, run.meters)
+    run.meters.add("head_evals", None, T)
+    return run.model.exit_logits(out, run.L)                                         # (B, T, V)
 
 # %% ../nbs/14_batch.ipynb #06c4eab4
-def _accept(drafts, verified, cache, c: int):
-    "Accepted count (B,) and each row's emitted tokens (list of lists); rejected columns un-held."
-    match = (drafts == verified[:, :-1]).long()                                        # (B, d)
-    accepted = match.cumprod(1).sum(1)                                                 # (B,)
-    T = verified.shape[1]
-    rejected = torch.arange(T, device=drafts.device)[None] > accepted[:, None]        # (B, T) inputs after
-    cache.held[:, :, c:c + T] &= ~rejected
-    emitted = [drafts[b, :a].tolist() + [int(verified[b, a])] for b, a in enumerate(accepted.tolist())]
-    return accepted, emitted
+def batch_emit(sr: BatchSpecRun, drafts, n, token):
+    "Keep each row's n accepted drafts (B,) and the verifier's token (B,); un-hold the rest; move on."
+    T = drafts.shape[1] + 1
+    emitted = torch.cat([drafts, token[:, None]], 1).scatter(1, n[:, None], token[:, None])   # (B, T)
+    at = sr.filled[:, None] + torch.arange(T, device=n.device)                          # (B, T)
+    sr.out.scatter_(1, at, emitted)          # past n: overwritten by the next round, or past the end
+    rejected = torch.arange(T, device=n.device)[None] > n[:, None]                     # (B, T) inputs after n
+    sr.run.cache.held[:, :, sr.c:sr.c + T] &= ~rejected
+    sr.accepted.append(n)
+    sr.last, sr.pos, sr.c, sr.filled = token, sr.pos + n + 1, sr.c + T, sr.filled + n + 1
 
 # %% ../nbs/14_batch.ipynb #f5fcd3d7
 def batched_self_speculative(model: EarlyExitLM, prompt, n_new: int, draft_len: int = 4, exit_layer=None,
-                             padding_mask=None) -> BatchSpeculation:
+                             padding_mask=None) -> BatchSpeculationResult:
     "Greedy self-speculation for a batch (B, P), left padded by `padding_mask`; each row equals `cached`."
     check_inputs(model, prompt, n_new, 0.0)
     if not isinstance(draft_len, int) or isinstance(draft_len, bool) or draft_len < 1:
@@ -455,40 +497,37 @@ def batched_self_speculative(model: EarlyExitLM, prompt, n_new: int, draft_len: 
     e, mask = model.early_exit(exit_layer), check_padding(prompt, padding_mask)
     B, P = prompt.shape
     cache = RaggedCache(model, B, P + n_new * (draft_len + 1), prompt.device)
-    meters, pad = RowMeters(B), (~mask).sum(1)
-    run = BatchRun(model, cache, None, 0.0, "skip", "gather", pad, meters, e)
-    out, rounds = [[] for _ in range(B)], []
-    was_training, start = model.training, time.perf_counter()
-    model.eval()
-    try:
-        with torch.no_grad():
-            batch_prefill(run, prompt, mask)
-            prefill = meters.total()
-            last, pos, c = prompt[:, -1], P - 1 - pad, P - 1
-            stamps = [time.perf_counter()]
-            while min(len(o) for o in out) < n_new:
-                last, pos, c = _round(model, e, draft_len, last, pos, c, cache, meters, out, rounds)
-                stamps.append(time.perf_counter())
-    finally:
-        model.train(was_training)
-    new = torch.tensor([o[:n_new] for o in out], device=prompt.device)
-    return BatchSpeculation(torch.cat([prompt, new], 1), pad.cpu(), torch.stack(rounds), draft_len,
-                            meters.total() - prefill, time.perf_counter() - start,
-                            torch.tensor(stamps, dtype=torch.float64).diff())
+    run = BatchRun(model, cache, None, 0.0, "skip", "gather", (~mask).sum(1), RowMeters(B, prompt.device), e)
+    out = torch.zeros(B, (n_new + 1) * (draft_len + 1), dtype=torch.long, device=prompt.device)
+    sr = BatchSpecRun(run, draft_len, prompt[:, -1], P - 1 - run.pad, P - 1, out,
+                      torch.zeros(B, dtype=torch.long, device=prompt.device))
+    stamps, seconds = run_timed(model, prompt.device, lambda: _spec_loop(sr, prompt, mask, n_new))
+    return _spec_result(sr, prompt, n_new, stamps, seconds)
 
 # %% ../nbs/14_batch.ipynb #d9bd5bc8
-def _round(model, e, d, last, pos, c, cache, meters, out, rounds):
-    "One draft-and-verify round for every row; returns the next round's (last token, position, column)."
-    hs, drafts, token = [], [], last
-    for j in range(d + 1):                                   # d drafts, then the last draft's exit hidden
-        h, token_next = _draft_one(model, e, token, c + j, pos + j, cache, meters, head=j < d)
-        hs.append(h)
-        if j < d: drafts.append(token_next)
-        token = token_next
-    drafts = torch.stack(drafts, 1)                                                    # (B, d)
-    verified = _verify(model, e, torch.cat(hs, 1), c, pos, cache, meters)             # (B, d + 1)
-    accepted, emitted = _accept(drafts, verified, cache, c)
-    for o, em in zip(out, emitted): o.extend(em)
-    rounds.append(accepted.cpu())
-    last = verified.gather(1, accepted[:, None]).squeeze(1)                            # (B,)
-    return last, pos + accepted + 1, c + d + 1
+def _spec_loop(sr: BatchSpecRun, prompt, mask, n_new: int) -> list:
+    "Prefill, then rounds until every row has n_new tokens; the time after each (the first: the prefill's)."
+    batch_prefill(sr.run, prompt, mask)
+    sr.run.prefill_counts, stamps = sr.run.meters.snapshot(), []
+    while True:
+        done = int(sr.filled.min())              # the round's one host read: it decides if another runs
+        stamps.append(time.perf_counter())
+        if done >= n_new: return stamps
+        drafts, hs = batch_draft(sr)
+        n, token = greedy_accept(batch_verify(sr, hs).argmax(-1), drafts)            # (B,) each
+        batch_emit(sr, drafts, n, token)
+
+# %% ../nbs/14_batch.ipynb #d9bd5bc9
+def _spec_result(sr: BatchSpecRun, prompt, n_new: int, stamps: list, seconds: float):
+    run, (B, P) = sr.run, prompt.shape
+    prefill_rows = run.meters.rows(run.prefill_counts)
+    rows = [r - p for r, p in zip(run.meters.rows(), prefill_rows)]
+    accepted, round_seconds = torch.stack(sr.accepted).cpu(), torch.tensor(stamps, dtype=torch.float64).diff()
+    latency = torch.stack([round_seconds.repeat_interleave(a + 1)[:n_new] for a in accepted.T])   # (B, n_new)
+    return BatchSpeculationResult(
+        method="self_speculative", tokens=torch.cat([prompt, sr.out[:, :n_new]], 1), prompt_len=P,
+        token_exits=torch.full((B, n_new), run.L), confidences=torch.full((B, n_new), float("nan")),
+        upper_cached=torch.ones(B, n_new, dtype=torch.bool), prefill=sum(prefill_rows, WorkMeter()),
+        decode=sum(rows, WorkMeter()), n_layers=run.L, shallow_exit=run.e, flops_per=flop_model(run.model),
+        seconds=seconds, batch_strategy="all", padding=run.pad.cpu(), row_work=rows, token_latency=latency,
+        draft_len=sr.draft_len, accepted=accepted, round_seconds=round_seconds)

@@ -4,7 +4,9 @@
 
 # %% ../nbs/02a_cost.ipynb #eddad492
 from __future__ import annotations
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass
+import torch
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['WorkMeter', 'FlopModel', 'flop_model', 'full_depth_work', 'reference_cost']
@@ -28,13 +30,22 @@ class WorkMeter:
         self.confidence_evals += tokens
         self.estimator_flops += tokens * flops_each
 
-    def copy(self) -> WorkMeter: return WorkMeter(**asdict(self))
-    def __add__(self, o): return WorkMeter(**{k: v + getattr(o, k) for k, v in asdict(self).items()})
-    def __sub__(self, o): return WorkMeter(**{k: v - getattr(o, k) for k, v in asdict(self).items()})
+    def copy(self) -> WorkMeter: return WorkMeter(**vars(self))
+    def __add__(self, o): return WorkMeter(**{k: v + getattr(o, k) for k, v in vars(self).items()})
+    def __sub__(self, o): return WorkMeter(**{k: v - getattr(o, k) for k, v in vars(self).items()})
 
     def __iadd__(self, o):                       # in place: a meter handed down keeps counting
         for k, v in vars(o).items(): setattr(self, k, getattr(self, k) + v)
         return self
+
+# %% ../nbs/02a_cost.ipynb #c0a1e7d2
+@patch
+def read(self: WorkMeter) -> WorkMeter:
+    "The counts as ints. A count made of device tensors (summed where the work ran) is read here, all in one."
+    pending = {k: v for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
+    if not pending: return self.copy()
+    values = torch.stack([v.reshape(()).long() for v in pending.values()]).tolist()   # the one host read
+    return WorkMeter(**{**vars(self), **dict(zip(pending, values))})
 
 # %% ../nbs/02a_cost.ipynb #18432521
 @dataclass
@@ -58,12 +69,8 @@ class FlopModel:
 
 # %% ../nbs/02a_cost.ipynb #39a64af8
 def flop_model(model) -> FlopModel:
-    "The FlopModel of an EarlyExitLM's component sizes (a model's own `flop_model()` if it has one)."
-    if hasattr(model, "flop_model"): return model.flop_model()
-    mc = model.config
-    hidden = mc.ffn_mult * mc.dim
-    return FlopModel(layer=2 * (4 * mc.dim * mc.dim + 3 * mc.dim * hidden), attention_pair=4 * mc.dim,
-                     head=2 * mc.dim * mc.vocab_size, kv_fill=2 * mc.dim * 2 * mc.dim)
+    "The FlopModel of a model: what its config (`eelab.model.ExitLM`'s interface) says its components cost."
+    return model.config.flop_model()
 
 # %% ../nbs/02a_cost.ipynb #c66af831
 def full_depth_work(n_layers: int, first_position: int, n_tokens: int, batch: int = 1) -> WorkMeter:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch, torch.nn.functional as F
 from fastcore.basics import patch
 from .config import ConfigError
-from .model import EarlyExitLM, WorkMeter
+from .model import ExitLM, WorkMeter
 from . import cost
 from .cost import FlopModel, flop_model
 from .cache import KVCache, SplitCache
@@ -17,9 +17,10 @@ from .estimators import Estimator, ExitState, as_estimator
 
 # %% auto #0
 __all__ = ['FILLS', 'FILL_POLICIES', 'GENERATORS', 'next_token', 'GenerationResult', 'Step', 'Decision', 'check_threshold',
-           'check_inputs', 'prefill', 'decode_n_tokens', 'run_generation', 'no_cache', 'cached', 'fake_exit', 'ExitRun',
-           'lower_layers', 'decide', 'fill_skip', 'fill_propagate', 'fill_recompute', 'fill_oracle', 'upper_layers',
-           'exit_decode_one_token', 'true_exit', 'generate', 'recompute_skip_pattern', 'full_cache']
+           'check_inputs', 'prefill', 'sync', 'run_timed', 'decode_n_tokens', 'run_generation', 'no_cache', 'cached',
+           'fake_exit', 'ExitRun', 'lower_layers', 'decide', 'fill_skip', 'fill_propagate', 'fill_recompute',
+           'fill_oracle', 'upper_layers', 'exit_decode_one_token', 'true_exit', 'generate', 'recompute_skip_pattern',
+           'full_cache']
 
 # %% ../nbs/04_generate.ipynb #2455bfc2
 def next_token(logits: torch.Tensor, temperature: float = 0.0, generator: torch.Generator | None = None):
@@ -145,7 +146,7 @@ def _check_sampling(n_new, temperature):
         raise ConfigError("temperature", temperature, "a finite real number >= 0 (0: greedy)")
 
 # %% ../nbs/04_generate.ipynb #a46556c9
-def check_inputs(model: EarlyExitLM, prompt, n_new, temperature=0.0):
+def check_inputs(model: ExitLM, prompt, n_new, temperature=0.0):
     "ConfigError naming the first bad argument; a warning if the sequence outgrows the training window."
     _check_sampling(n_new, temperature)
     shape = tuple(prompt.shape) if isinstance(prompt, torch.Tensor) else type(prompt).__name__
@@ -157,30 +158,48 @@ def check_inputs(model: EarlyExitLM, prompt, n_new, temperature=0.0):
     if int(prompt.max()) >= V or int(prompt.min()) < 0:
         got = f"ids in {int(prompt.min())}..{int(prompt.max())}"
         raise ConfigError("prompt", got, f"token ids in 0..{V - 1}")
-    fed, trained = prompt.shape[1] + n_new - 1, model.config.context_len
+    fed, trained, limit = prompt.shape[1] + n_new - 1, model.config.context_len, model.max_positions
+    if limit is not None and fed > limit:
+        raise ConfigError("n_new", n_new, f"at most {limit - prompt.shape[1] + 1}: prompt and new tokens "
+                          f"feed {fed} positions, past the model's max_len={limit}")
     if trained is not None and fed > trained:
         warnings.warn(f"generating feeds {fed} positions; the model was trained on {trained} "
                       "(RoPE extrapolates, quality does not)", stacklevel=3)
 
 # %% ../nbs/04_generate.ipynb #d00130df
-def _sync(device):
-    if device.type == "cuda": torch.cuda.synchronize(device)
-
-def prefill(model: EarlyExitLM, prompt: torch.Tensor, cache: KVCache, meter: WorkMeter, n_layers: int):
+def prefill(model: ExitLM, prompt: torch.Tensor, cache: KVCache, meter: WorkMeter, n_layers: int):
     "The prompt (B, P) but its last token (decode step 0's input) through layers 1..n_layers, into the cache."
     P = prompt.shape[1]
     if P > 1:
         positions = torch.arange(P - 1, device=prompt.device)
         model.forward_layers(model.embed(prompt[:, :-1]), 0, n_layers, positions, cache, meter)
 
+# %% ../nbs/04_generate.ipynb #5b3e9a61
+def sync(device: torch.device):
+    "Wait until the device has done its queued work (CUDA); a timer needs it, nothing else does."
+    if device.type == "cuda": torch.cuda.synchronize(device)
+
+def run_timed(model, device: torch.device, body):
+    "body() in eval mode under no_grad, timed between two syncs: (what it returns, seconds); mode restored."
+    was_training = model.training
+    model.eval()
+    try:
+        sync(device)
+        start = time.perf_counter()
+        with torch.no_grad(): out = body()
+        sync(device)
+        return out, time.perf_counter() - start
+    finally: model.train(was_training)
+
 # %% ../nbs/04_generate.ipynb #4e9b2e53
 def decode_n_tokens(tokens, prompt_len: int, n_new: int, decode_one_token, meter: WorkMeter, temperature=0.0,
                     generator=None, on_step=None, keep_logits=False) -> dict:
-    "Fill tokens (B, P + n_new) after the prompt; the per-token record as tensors (B, n_new)."
-    B, P = tokens.shape[0], prompt_len
-    positions = torch.arange(P + n_new, device=tokens.device)
-    exits, upper = torch.empty(B, n_new, dtype=torch.long), torch.zeros(B, n_new, dtype=torch.bool)
-    confs, kept = torch.full((B, n_new), float("nan")), []
+    "Fill tokens (B, P + n_new) after the prompt; the per-token record (B, n_new), on the device till done."
+    B, P, device = tokens.shape[0], prompt_len, tokens.device
+    positions = torch.arange(P + n_new, device=device)
+    exits = torch.empty(B, n_new, dtype=torch.long, device=device)
+    upper = torch.zeros(B, n_new, dtype=torch.bool, device=device)
+    confs, kept = torch.full((B, n_new), float("nan"), device=device), []
     for i in range(n_new):
         pos = P - 1 + i
         work = meter if on_step is None else WorkMeter()                 # per-step work only if someone asks
@@ -188,41 +207,35 @@ def decode_n_tokens(tokens, prompt_len: int, n_new: int, decode_one_token, meter
         exits[:, i], confs[:, i], upper[:, i] = d.exit, d.confidence, d.upper_cached
         if d.entered_upper: upper[:, d.entered_upper] = True           # recompute's flush only
         tokens[:, pos + 1] = next_token(d.logits, temperature, generator)
-        if keep_logits: kept.append(d.logits.float().cpu())
+        if keep_logits: kept.append(d.logits.float())
         if on_step is not None:
             meter += work
-            snapshot = (t[:, j].clone() for t, j in ((tokens, pos + 1), (exits, i), (confs, i), (upper, i)))
-            on_step(Step(i, *snapshot, d.entered_upper, work))
-    return dict(token_exits=exits, confidences=confs, upper_cached=upper,
-                logits=torch.stack(kept, 1) if keep_logits else None)
+            on_step(_step(i, d, work, tokens[:, pos + 1], exits[:, i], confs[:, i], upper[:, i]))
+    return dict(token_exits=exits.cpu(), confidences=confs.cpu(), upper_cached=upper.cpu(),
+                logits=torch.stack(kept, 1).cpu() if keep_logits else None)
+
+def _step(i: int, d: Decision, work: WorkMeter, *record) -> Step:
+    "The Step a listener gets: its tensors copied to the host (a read per step, only when someone listens)."
+    return Step(i, *(t.cpu().clone() for t in record), d.entered_upper, work.read())
 
 # %% ../nbs/04_generate.ipynb #f8049828
-def run_generation(model: EarlyExitLM, prompt, n_new: int, decode_one_token, cache=None, prefill_layers=None,
+def run_generation(model: ExitLM, prompt, n_new: int, decode_one_token, cache=None, prefill_layers=None,
                    temperature=0.0, generator=None, on_step=None, keep_logits=False) -> dict:
-    "Prefill and decode, timed, in eval mode: the measured fields of a GenerationResult, as keywords."
+    "Prefill and decode under `run_timed`: the measured fields of a GenerationResult, as keywords."
     B, P = prompt.shape
     tokens = torch.empty(B, P + n_new, dtype=torch.long, device=prompt.device)
     tokens[:, :P] = prompt
     prefill_work, decode_work = WorkMeter(), WorkMeter()
-    was_training = model.training
-    model.eval()
-    try:
-        _sync(prompt.device)
-        start = time.perf_counter()
-        with torch.no_grad():
-            if cache is not None:
-                prefill(model, prompt, cache, prefill_work, prefill_layers or model.n_layers)
-            record = decode_n_tokens(tokens, P, n_new, decode_one_token, decode_work, temperature, generator,
-                                     on_step, keep_logits)
-        _sync(prompt.device)
-        seconds = time.perf_counter() - start
-    finally:
-        model.train(was_training)
-    return dict(tokens=tokens, prompt_len=P, prefill=prefill_work, decode=decode_work, seconds=seconds,
-                cache=cache, n_layers=model.n_layers, flops_per=flop_model(model), **record)
+    def body():
+        if cache is not None: prefill(model, prompt, cache, prefill_work, prefill_layers or model.n_layers)
+        return decode_n_tokens(tokens, P, n_new, decode_one_token, decode_work, temperature, generator,
+                               on_step, keep_logits)
+    record, seconds = run_timed(model, prompt.device, body)
+    return dict(tokens=tokens, prompt_len=P, prefill=prefill_work.read(), decode=decode_work.read(),
+                seconds=seconds, cache=cache, n_layers=model.n_layers, flops_per=flop_model(model), **record)
 
 # %% ../nbs/04_generate.ipynb #226b09e9
-def _depth(model: EarlyExitLM, exit_layer) -> int:
+def _depth(model: ExitLM, exit_layer) -> int:
     "The exit a full-depth method stops at: `exit_layer`, or (None) the top."
     if exit_layer is None: return model.n_layers
     if exit_layer not in model.exit_layers:
@@ -230,7 +243,7 @@ def _depth(model: EarlyExitLM, exit_layer) -> int:
     return exit_layer
 
 # %% ../nbs/04_generate.ipynb #b3426ecf
-def no_cache(model: EarlyExitLM, prompt, n_new: int, temperature=0.0, generator=None, exit_layer=None,
+def no_cache(model: ExitLM, prompt, n_new: int, temperature=0.0, generator=None, exit_layer=None,
              keep_logits=False, on_step=None) -> GenerationResult:
     "The whole sequence through layers 1..exit_layer and the head at every step, like model(tokens)."
     check_inputs(model, prompt, n_new, temperature)
@@ -243,7 +256,7 @@ def no_cache(model: EarlyExitLM, prompt, n_new: int, temperature=0.0, generator=
     return GenerationResult(method="no_cache", shallow_exit=e, **measured)
 
 # %% ../nbs/04_generate.ipynb #d8ecbfce
-def cached(model: EarlyExitLM, prompt, n_new: int, temperature=0.0, generator=None, exit_layer=None,
+def cached(model: ExitLM, prompt, n_new: int, temperature=0.0, generator=None, exit_layer=None,
            keep_logits=False, on_step=None) -> GenerationResult:
     "Standard KV-cached decoding through layers 1..exit_layer (default: every layer)."
     check_inputs(model, prompt, n_new, temperature)
@@ -258,7 +271,7 @@ def cached(model: EarlyExitLM, prompt, n_new: int, temperature=0.0, generator=No
     return GenerationResult(method="cached", shallow_exit=e, **measured)
 
 # %% ../nbs/04_generate.ipynb #ace19113
-def fake_exit(model: EarlyExitLM, prompt, n_new: int, threshold: float, temperature=0.0, generator=None,
+def fake_exit(model: ExitLM, prompt, n_new: int, threshold: float, temperature=0.0, generator=None,
               exit_layer=None, keep_logits=False, estimator=None, on_step=None) -> GenerationResult:
     "Run both paths every token; output the shallow logits where confidence >= threshold, else the deep ones."
     check_inputs(model, prompt, n_new, temperature)
@@ -274,7 +287,7 @@ def fake_exit(model: EarlyExitLM, prompt, n_new: int, threshold: float, temperat
         deep = model.exit_logits(model.forward_layers(h, e, L, p, cache, meter), L, meter)[:, -1]
         exits_here = conf >= threshold                                     # (B,)
         logits = torch.where(exits_here[:, None], shallow, deep)
-        return Decision(logits, torch.where(exits_here, e, L).cpu(), conf.cpu(), True)
+        return Decision(logits, torch.where(exits_here, e, L), conf, True)          # stay on the device
     measured = run_generation(model, prompt, n_new, decode_one_token, cache, L, temperature, generator,
                               on_step, keep_logits)
     return GenerationResult(method="fake_exit", shallow_exit=e, threshold=threshold, estimator=est.name,
@@ -284,7 +297,7 @@ def fake_exit(model: EarlyExitLM, prompt, n_new: int, threshold: float, temperat
 @dataclass
 class ExitRun:
     "One true_exit generation's state, shared by its phases."
-    model: EarlyExitLM
+    model: ExitLM
     cache: SplitCache
     estimator: Estimator
     threshold: float
@@ -366,7 +379,7 @@ def exit_decode_one_token(run: ExitRun, prompt_len: int):
     return decode_one_token
 
 # %% ../nbs/04_generate.ipynb #b512549b
-def true_exit(model: EarlyExitLM, prompt, n_new: int, threshold: float, temperature=0.0, generator=None,
+def true_exit(model: ExitLM, prompt, n_new: int, threshold: float, temperature=0.0, generator=None,
               exit_layer=None, reference_positions=False, keep_logits=False, fill: str = "skip",
               estimator=None, on_step=None) -> GenerationResult:
     "Early exit that skips the upper layers when the confidence >= threshold (batch size 1)."
@@ -388,13 +401,13 @@ def true_exit(model: EarlyExitLM, prompt, n_new: int, threshold: float, temperat
 # %% ../nbs/04_generate.ipynb #c889a335
 GENERATORS = dict(no_cache=no_cache, cached=cached, fake_exit=fake_exit, true_exit=true_exit)
 
-def generate(model: EarlyExitLM, prompt, n_new: int, method: str = "true_exit", **kwargs) -> GenerationResult:
+def generate(model: ExitLM, prompt, n_new: int, method: str = "true_exit", **kwargs) -> GenerationResult:
     "Generate with one of GENERATORS by name."
     if method not in GENERATORS: raise ConfigError("method", method, f"one of {', '.join(GENERATORS)}")
     return GENERATORS[method](model, prompt, n_new, **kwargs)
 
 # %% ../nbs/04_generate.ipynb #629bb5f5
-def recompute_skip_pattern(model: EarlyExitLM, result: GenerationResult) -> torch.Tensor:
+def recompute_skip_pattern(model: ExitLM, result: GenerationResult) -> torch.Tensor:
     "Deep-exit logits (n_deep, V) recomputed without a cache, the upper layers seeing only deep positions."
     e, L, P = result.shallow_exit, model.n_layers, result.prompt_len
     tokens = result.tokens[:, :-1]                                   # every token that was fed to the model
@@ -408,7 +421,7 @@ def recompute_skip_pattern(model: EarlyExitLM, result: GenerationResult) -> torc
         return model.exit_logits(h_up[:, -len(deep_steps):] if len(deep_steps) else h_up[:, :0], L)[0]
 
 # %% ../nbs/04_generate.ipynb #c9c8efba
-def full_cache(model: EarlyExitLM, tokens: torch.Tensor) -> KVCache:
+def full_cache(model: ExitLM, tokens: torch.Tensor) -> KVCache:
     "The K/V every layer of the full model makes of `tokens` (1, T), in one cached pass at positions 0..T-1."
     T = tokens.shape[1]
     cache = KVCache(model.n_layers, T)

@@ -8,8 +8,10 @@ import hashlib, shutil, subprocess, sys, zipfile
 from dataclasses import dataclass
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
+from fastcore.basics import patch
 from .config import ConfigError, data_dir
 from .cost import FlopModel
+from .model import ExitLM
 
 # %% auto #0
 __all__ = ['FAMILIES', 'OFFLINE_MODELS', 'require_transformers', 'family_of', 'default_exits', 'HFConfig', 'hf_config_of',
@@ -114,12 +116,13 @@ class HFBlock(nn.Module):
             k, v, key_positions = layer_cache.append(k, v, positions)    # (B, nkv, S, hs), (S,)
             mask = None if T == 1 else key_positions[None, :] <= positions[:, None]   # (T, S)
             y = attend(q, k, v, self.scale, mask)
-            pairs = B * (k.shape[2] if mask is None else int(mask.sum()))
+            pairs = B * (k.shape[2] if mask is None else mask.sum())   # a device count, read later
         if meter is not None: meter.add_layer(B * T, pairs)
         return self.finish(x, y)
 
 # %% ../nbs/12_hf.ipynb #a9a73dcf
-def _masked_forward(self, x, pe, mask, replace=None, kv=None):
+@patch
+def masked_forward(self: HFBlock, x, pe, mask, replace=None, kv=None):
     "Forward on x (B, T, C) under mask (B, T, T) (True: may attend); K/V of rows `replace` (B, T) from kv."
     x = self.enter(x, pe)
     q, k, v = self.qkv(x, pe)
@@ -127,8 +130,6 @@ def _masked_forward(self, x, pe, mask, replace=None, kv=None):
         r = replace[:, None, :, None]                                     # (B, 1, T, 1)
         k, v = torch.where(r, kv[0], k), torch.where(r, kv[1], v)
     return self.finish(x, attend(q, k, v, self.scale, mask[:, None]))
-
-HFBlock.masked_forward = _masked_forward
 
 # %% ../nbs/12_hf.ipynb #fc559868
 def rotate(x, pe):
@@ -195,8 +196,8 @@ def _parts(hf_model, hc: HFConfig) -> dict:
     return dict(embed=m.embed_tokens, blocks=blocks, norm=m.norm, positional=m.rotary_emb)
 
 # %% ../nbs/12_hf.ipynb #25746178
-class HFEarlyExitLM(nn.Module):
-    "A transformers causal LM behind eelab's model interface; its weights are the HF model's own."
+class HFEarlyExitLM(ExitLM):
+    "A transformers causal LM behind eelab's model interface (`ExitLM`); its weights are the HF model's own."
     def __init__(self, hf_model, exit_layers=(), tokenizer=None):
         super().__init__()
         self.config = hf_config_of(hf_model.config, exit_layers)
@@ -209,75 +210,27 @@ class HFEarlyExitLM(nn.Module):
         self.eval()                               # inference: generators restore this mode afterwards
 
     @property
-    def n_layers(self): return self.config.n_layers
-    @property
-    def exit_layers(self): return self.config.exit_layers
-    def head(self, exit_layer: int) -> HFExitHead: return self.heads[str(exit_layer)]
-    def early_exit(self, exit_layer: int | None = None) -> int:
-        "The exit early-exit methods decide at: `exit_layer`, or (None) the shallowest; never the top."
-        e = self.config.shallow_exit if exit_layer is None else exit_layer
-        if e not in self.exit_layers[:-1]:
-            raise ConfigError("exit_layer", exit_layer,
-                              f"one of the early exits {self.exit_layers[:-1]} (None: the shallowest)")
-        return e
+    def max_positions(self) -> int: return self.config.max_len
     def __repr__(self):
         c = self.config
         return f"HFEarlyExitLM({c.model_type}, {c.n_layers} layers, dim {c.dim}, exits {c.exit_layers})"
 
 # %% ../nbs/12_hf.ipynb #dad6f03f
-def _rope(self, positions):
+@patch
+def rope(self: HFEarlyExitLM, positions):
     "Positional encoding for `positions` (T,): Llama's (cos, sin), each (T, hs); GPT-2's embeddings (T, C)."
-    if len(positions) and int(positions.max()) >= self.config.max_len:
-        raise ValueError(f"position {int(positions.max())} is past the model's max_len={self.config.max_len}")
     if self.config.family == "gpt2": return self.positional(positions)
     cos, sin = self.positional(self.embed.weight, positions[None])        # (1, T, hs) each
     return cos[0], sin[0]
 
-HFEarlyExitLM.rope = _rope
-
-# %% ../nbs/12_hf.ipynb #746910dd
-def _forward_layers(self, h, start: int, stop: int, positions, cache=None, meter=None, rope=None):
-    "Run layers start..stop-1 (0-based) on h (B, T, C) at absolute `positions` (T,)."
-    pe = rope if rope is not None else self.rope(positions)
-    for i in range(start, stop):
-        h = self.layers[i](h, pe, positions, None if cache is None else cache[i], meter)
-    return h
-
-def _exit_logits(self, h, exit_layer: int, meter=None):
-    "Logits (B, T, V) of the exit after `exit_layer`; counts one head evaluation per token."
-    if meter is not None: meter.head_evals += h.shape[0] * h.shape[1]
-    return self.head(exit_layer)(h)
-
-HFEarlyExitLM.forward_layers, HFEarlyExitLM.exit_logits = _forward_layers, _exit_logits
-
-# %% ../nbs/12_hf.ipynb #aa1f4bfc
-def _forward_hidden(self, tokens, meter=None) -> dict:
-    "Every layer, no cache: {exit_layer: hidden state (B, T, C) as its head's projection sees it}."
-    positions = torch.arange(tokens.shape[1], device=tokens.device)
-    pe, h, out, start = self.rope(positions), self.embed(tokens), {}, 0
-    for e in self.exit_layers:
-        h = self.forward_layers(h, start, e, positions, meter=meter, rope=pe)
-        out[e], start = self.head(e).hidden(h), e
-    return out
-
-def _forward(self, tokens, meter=None) -> dict:
-    "Every layer, no cache: {exit_layer: logits (B, T, V)}."
-    hidden = self.forward_hidden(tokens, meter)
-    if meter is not None: meter.head_evals += sum(h.shape[0] * h.shape[1] for h in hidden.values())
-    return {e: self.head(e).proj(h) for e, h in hidden.items()}
-
-HFEarlyExitLM.forward_hidden, HFEarlyExitLM.forward = _forward_hidden, _forward
-
 # %% ../nbs/12_hf.ipynb #7085f4cc
-def _flop_model(self) -> FlopModel:
+@patch
+def flop_model(self: HFConfig) -> FlopModel:
     "FLOPs per token of each component (per attention pair for attention), for this model's shape."
-    c = self.config
-    q_o, k_v = 2 * c.dim * c.num_heads * c.head_dim, 2 * c.dim * c.num_kv_heads * c.head_dim
-    mlp = (3 if c.family == "llama" else 2) * c.dim * c.ffn_hidden
-    return FlopModel(layer=2 * (q_o + k_v + mlp), attention_pair=4 * c.num_heads * c.head_dim,
-                     head=2 * c.dim * c.vocab_size, kv_fill=2 * k_v)
-
-HFEarlyExitLM.flop_model = _flop_model
+    q_o, k_v = 2 * self.dim * self.num_heads * self.head_dim, 2 * self.dim * self.num_kv_heads * self.head_dim
+    mlp = (3 if self.family == "llama" else 2) * self.dim * self.ffn_hidden
+    return FlopModel(layer=2 * (q_o + k_v + mlp), attention_pair=4 * self.num_heads * self.head_dim,
+                     head=2 * self.dim * self.vocab_size, kv_fill=2 * k_v)
 
 # %% ../nbs/12_hf.ipynb #e195381f
 class HFTokenizer:

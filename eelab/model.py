@@ -8,11 +8,11 @@ from dataclasses import dataclass, asdict
 import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import patch
 from .config import ExperimentConfig, ConfigError
-from .cost import WorkMeter
+from .cost import WorkMeter, FlopModel
 
 # %% auto #0
 __all__ = ['FREEZABLE', 'ModelConfig', 'rope_angles', 'apply_rope', 'RMSNorm', 'Attention', 'SwiGLU', 'Block', 'ExitHead',
-           'EarlyExitLM', 'extend', 'param_counts']
+           'ExitLM', 'EarlyExitLM', 'extend', 'param_counts']
 
 # %% ../nbs/02_model.ipynb #61d9b71e
 @dataclass
@@ -38,8 +38,6 @@ class ModelConfig:
             raise ConfigError("dim", self.dim, f"a multiple of num_heads={self.num_heads}")
         if self.norm not in ("post", "pre"): raise ConfigError("norm", self.norm, "one of post, pre")
 
-
-
 # %% ../nbs/02_model.ipynb #ced1d013
 @patch(as_prop=True)
 def head_dim(self: ModelConfig) -> int: return self.dim // self.num_heads
@@ -48,6 +46,15 @@ def head_dim(self: ModelConfig) -> int: return self.dim // self.num_heads
 def shallow_exit(self: ModelConfig) -> int:
     "Where early-exit methods decide by default: the shallowest exit (n_layers if it is the only one)."
     return self.exit_layers[0]
+
+# %% ../nbs/02_model.ipynb #f1e2d3c4
+@patch
+def flop_model(self: ModelConfig) -> FlopModel:
+    "FLOPs per token of each component (per attention pair for attention), for these sizes."
+    hidden = self.ffn_mult * self.dim
+    C = self.dim
+    return FlopModel(layer=2 * (4 * C * C + 3 * C * hidden), attention_pair=4 * C,
+                     head=2 * C * self.vocab_size, kv_fill=2 * C * 2 * C)
 
 # %% ../nbs/02_model.ipynb #b41780d2
 @patch(cls_method=True)
@@ -103,7 +110,7 @@ class Attention(nn.Module):
             k, v, key_positions = layer_cache.append(k, v, positions)     # (B, nh, S, hs), (S,)
             mask = None if T == 1 else key_positions[None, :] <= positions[:, None]   # (T, S)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-            pairs = B * (k.shape[2] if mask is None else int(mask.sum()))
+            pairs = B * (k.shape[2] if mask is None else mask.sum())   # a device count, read later
         if meter is not None: meter.add_layer(B * T, pairs)
         return self.merge(y)
 
@@ -183,8 +190,22 @@ class ExitHead(nn.Module):
     def hidden(self, h): return self.norm(h)    # what the projection sees; the trainer's fused loss needs it
     def forward(self, h): return self.proj(self.norm(h))
 
+# %% ../nbs/02_model.ipynb #e1a2b3c4
+class ExitLM(nn.Module):
+    """What the generators, the cost model and the explorer ask of a model, whatever its layers. A subclass
+    sets `config` (vocab_size, dim, n_layers, exit_layers, shallow_exit, context_len, flop_model()),
+    `embed`, `layers` (each called as layer(h, rope, positions, layer_cache, meter)), `heads`, `rope`."""
+    max_positions: int | None = None      # the most positions it can take (None: no limit, RoPE extrapolates)
+
+    @property
+    def n_layers(self) -> int: return self.config.n_layers
+    @property
+    def exit_layers(self) -> tuple: return self.config.exit_layers
+    def head(self, exit_layer: int) -> nn.Module: return self.heads[str(exit_layer)]
+    def rope(self, positions): raise NotImplementedError
+
 # %% ../nbs/02_model.ipynb #d37a8e8f
-class EarlyExitLM(nn.Module):
+class EarlyExitLM(ExitLM):
     def __init__(self, mc: ModelConfig):
         super().__init__()
         self.config = mc
@@ -194,19 +215,12 @@ class EarlyExitLM(nn.Module):
         self.heads = nn.ModuleDict({str(e): shared or ExitHead(mc) for e in mc.exit_layers})
         if mc.tie_embeddings: self.heads[str(mc.n_layers)].proj.weight = self.embed.weight
 
-    @property
-    def n_layers(self): return self.config.n_layers
-    @property
-    def exit_layers(self): return self.config.exit_layers
-
-    def head(self, exit_layer: int) -> ExitHead: return self.heads[str(exit_layer)]
-
     def rope(self, positions):
         return rope_angles(positions, self.config.head_dim, self.config.rope_base)
 
 # %% ../nbs/02_model.ipynb #ee6e60aa
 @patch
-def early_exit(self: EarlyExitLM, exit_layer: int | None = None) -> int:
+def early_exit(self: ExitLM, exit_layer: int | None = None) -> int:
     "The exit early-exit methods decide at: `exit_layer`, or (None) config.shallow_exit; never the top."
     e = self.config.shallow_exit if exit_layer is None else exit_layer
     if e not in self.exit_layers[:-1]:
@@ -216,7 +230,7 @@ def early_exit(self: EarlyExitLM, exit_layer: int | None = None) -> int:
 
 # %% ../nbs/02_model.ipynb #d23c4ec7
 @patch
-def forward_layers(self: EarlyExitLM, h, start: int, stop: int, positions, cache=None, meter=None,
+def forward_layers(self: ExitLM, h, start: int, stop: int, positions, cache=None, meter=None,
                    rope=None):
     "Layers start..stop-1 (0-based; `stop`: the exit after them) on h (B, T, C) at absolute `positions` (T,)."
     rope = rope if rope is not None else self.rope(positions)
@@ -225,14 +239,14 @@ def forward_layers(self: EarlyExitLM, h, start: int, stop: int, positions, cache
     return h
 
 @patch
-def exit_logits(self: EarlyExitLM, h, exit_layer: int, meter=None):
+def exit_logits(self: ExitLM, h, exit_layer: int, meter=None):
     "Logits (B, T, V) of the exit after `exit_layer`; counts one head evaluation per token."
     if meter is not None: meter.head_evals += h.shape[0] * h.shape[1]
     return self.head(exit_layer)(h)
 
 # %% ../nbs/02_model.ipynb #743997e6
 @patch
-def forward_hidden(self: EarlyExitLM, tokens, meter=None) -> dict:
+def forward_hidden(self: ExitLM, tokens, meter=None) -> dict:
     "Every layer, no cache: {exit_layer: hidden state (B, T, C) as its head's projection sees it}."
     B, T = tokens.shape
     positions = torch.arange(T, device=tokens.device)
@@ -243,7 +257,7 @@ def forward_hidden(self: EarlyExitLM, tokens, meter=None) -> dict:
     return out
 
 @patch
-def forward(self: EarlyExitLM, tokens, meter=None) -> dict:
+def forward(self: ExitLM, tokens, meter=None) -> dict:
     "Every layer, no cache: {exit_layer: logits (B, T, V)}."
     hidden = self.forward_hidden(tokens, meter)
     if meter is not None: meter.head_evals += sum(h.shape[0] * h.shape[1] for h in hidden.values())

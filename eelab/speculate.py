@@ -4,15 +4,16 @@
 
 # %% ../nbs/11_speculate.ipynb #886e12b6
 from __future__ import annotations
-import numbers, time
+import numbers
 from dataclasses import dataclass, field
 import torch, torch.nn.functional as F
+from fastcore.basics import patch
 from .config import ConfigError
-from .model import EarlyExitLM, WorkMeter
+from .model import EarlyExitLM, ExitLM, WorkMeter
 from .cost import flop_model
 from .cache import KVCache
 from .estimators import ExitState, as_estimator
-from .generate import GenerationResult, Step, check_inputs, prefill
+from .generate import GenerationResult, Step, check_inputs, prefill, run_timed
 
 # %% auto #0
 __all__ = ['accepts', 'residual', 'inverse_cdf', 'speculative_accept', 'greedy_accept', 'VerifyPass', 'Speculation', 'draft_step',
@@ -187,27 +188,26 @@ def accept(s: Speculation, d: Draft, deep_logits: torch.Tensor) -> tuple[int, in
     drafts = torch.tensor(d.tokens, dtype=torch.long, device=deep_logits.device)       # (m,)
     if s.temperature == 0:
         n, token = greedy_accept(deep_logits.argmax(-1), drafts)
-        return int(n), int(token)
+        return tuple(torch.stack([n, token]).tolist())                 # the pass's one read
     p = probs(deep_logits, s.temperature)                                              # (m+1, V)
     q = torch.stack(d.q) if d.q else p[:0]                                            # (m, V)
     u = torch.rand(len(d.tokens) + 1, generator=s.generator, device=_gen_device(s)).to(p.device)
     n, token = speculative_accept(p, q, drafts, u[:-1], u[-1])
-    return int(n), int(token)
+    return tuple(torch.stack([n, token]).tolist())
 
 # %% ../nbs/11_speculate.ipynb #b47421dd
 def crop(s: Speculation, keep: int):
     "Crop every cache to the first `keep` positions; count what is dropped as thrown-away work."
     for cache in [s.cache] + ([] if s.reuse else [s.draft_cache]):
-        for layer in cache.layers:
-            n = layer.entries_before(keep)
-            dropped = layer.positions[n:layer.length] if layer.length > n else None
-            if dropped is not None: s.thrown_away.add_layer(len(dropped), int((dropped + 1).sum()))
-            layer.crop(n)
+        for layer in cache.layers:          # it holds positions 0..length-1: the dropped are keep..length-1
+            n = layer.length - keep
+            if n > 0: s.thrown_away.add_layer(n, n * (keep + 1 + layer.length) // 2)   # sum of (p + 1)
+            layer.crop(min(keep, layer.length))
 
 # %% ../nbs/11_speculate.ipynb #883cb358
-def speculate_once(s: Speculation, tokens: torch.Tensor, position: int, max_drafts: int) -> VerifyPass:
-    "Draft, verify, accept, crop, starting from tokens[0, position]; write the emitted tokens into `tokens`."
-    token = int(tokens[0, position])
+def speculate_once(s: Speculation, tokens: torch.Tensor, position: int, max_drafts: int,
+                   token: int) -> VerifyPass:
+    "Draft, verify, accept, crop, from `token` = tokens[0, position]; write the emitted tokens into `tokens`."
     if not s.reuse: catch_up(s, tokens, position)
     d = draft(s, token, position, max_drafts)
     n, nxt = accept(s, d, verify(s, token, d, position))
@@ -226,13 +226,14 @@ def _run(s: Speculation, prompt, n_new, draft_len, prefill_work, on_step=None) -
     tokens[:, :P] = prompt
     prefill(s.model, prompt, s.cache, prefill_work, s.model.n_layers)
     if not s.reuse: prefill(s.model, prompt, s.draft_cache, prefill_work, s.exit_layer)
-    done = 0
+    done, token = 0, int(prompt[0, -1])             # then each pass's last token, known from its accept
     while done < n_new:
         before = s.draft_work + s.verify_work
-        step = speculate_once(s, tokens, P - 1 + done, min(draft_len, n_new - done - 1))
+        step = speculate_once(s, tokens, P - 1 + done, min(draft_len, n_new - done - 1), token)
         s.passes.append(step)
-        if on_step is not None: _report(s, step, done, s.draft_work + s.verify_work - before, on_step)
-        done += step.accepted + 1
+        if on_step is not None:
+            _report(s, step, done, (s.draft_work + s.verify_work - before).read(), on_step)
+        done, token = done + step.accepted + 1, step.token
     return tokens
 
 def _report(s: Speculation, step: VerifyPass, done: int, work: WorkMeter, on_step):
@@ -244,7 +245,7 @@ def _report(s: Speculation, step: VerifyPass, done: int, work: WorkMeter, on_ste
                      torch.tensor([True]), [], work if last else WorkMeter()))
 
 # %% ../nbs/11_speculate.ipynb #68d4b011
-def self_speculative(model: EarlyExitLM, prompt: torch.Tensor, n_new: int, draft_len: int = 4,
+def self_speculative(model: ExitLM, prompt: torch.Tensor, n_new: int, draft_len: int = 4,
                      exit_layer=None, temperature: float = 0.0, generator: torch.Generator | None = None,
                      reuse: bool = True, estimator=None, draft_threshold: float | None = None,
                      on_step=None) -> "SpeculationResult":
@@ -256,16 +257,10 @@ def self_speculative(model: EarlyExitLM, prompt: torch.Tensor, n_new: int, draft
     decision_flops = 0 if estimator is None else int(estimator.flops(model))
     s = Speculation(model, e, KVCache(L, P + n_new), draft_cache, float(temperature), generator, estimator,
                     draft_threshold, decision_flops)
-    prefill_work, was_training = WorkMeter(), model.training
-    model.eval()
-    try:
-        _sync(prompt.device)
-        start = time.perf_counter()
-        with torch.no_grad(): tokens = _run(s, prompt, n_new, draft_len, prefill_work, on_step)
-        _sync(prompt.device)
-        seconds = time.perf_counter() - start
-    finally: model.train(was_training)
-    return _result(s, tokens, P, prefill_work, seconds, draft_len)
+    prefill_work = WorkMeter()
+    tokens, seconds = run_timed(model, prompt.device, lambda: _run(s, prompt, n_new, draft_len, prefill_work,
+                                                                   on_step))
+    return _result(s, tokens, P, prefill_work.read(), seconds, draft_len)
 
 # %% ../nbs/11_speculate.ipynb #f37b2449
 def _estimator(estimator, model, draft_threshold):
@@ -274,9 +269,6 @@ def _estimator(estimator, model, draft_threshold):
             raise ConfigError("draft_threshold", None, "a number in [0, 1] when an estimator is given")
         return None
     return as_estimator(estimator, model)
-
-def _sync(device):
-    if device.type == "cuda": torch.cuda.synchronize(device)
 
 # %% ../nbs/11_speculate.ipynb #3fcbe902
 @dataclass
@@ -299,34 +291,33 @@ class SpeculationResult(GenerationResult):
     def tokens_per_pass(self) -> float: return self.n_new / len(self.passes)
 
 # %% ../nbs/11_speculate.ipynb #8fba4469
-def _from_draft(self: SpeculationResult) -> torch.Tensor:
+@patch(as_prop=True)
+def from_draft(self: SpeculationResult) -> torch.Tensor:
     "(1, n_new) bool: the token is an accepted draft (False: the verifier's correction or bonus)."
     return torch.tensor([[i < v.accepted for v in self.passes for i in range(v.accepted + 1)]])
 
-def _pass_index(self: SpeculationResult) -> torch.Tensor:
+@patch(as_prop=True)
+def pass_index(self: SpeculationResult) -> torch.Tensor:
     "(1, n_new) long: the verify pass that emitted each token."
     return torch.tensor([[k for k, v in enumerate(self.passes) for _ in range(v.accepted + 1)]])
 
-def _spec_summary(self: SpeculationResult) -> dict:
+@patch
+def summary(self: SpeculationResult) -> dict:
     return {**GenerationResult.summary(self), "reuse": self.reuse, "draft_len": self.draft_len,
             "passes": len(self.passes), "drafted": self.drafted, "accepted": self.accepted,
             "acceptance_rate": self.acceptance_rate, "tokens_per_pass": self.tokens_per_pass,
             "thrown_away_layer_forwards": self.thrown_away.layer_forwards}
 
-SpeculationResult.from_draft = property(_from_draft)
-SpeculationResult.pass_index = property(_pass_index)
-SpeculationResult.summary = _spec_summary
-
 # %% ../nbs/11_speculate.ipynb #b7eb114f
 def _result(s: Speculation, tokens, P, prefill_work, seconds, draft_len) -> SpeculationResult:
     model, n_new = s.model, tokens.shape[1] - P
-    est = s.estimator
+    est, draft_work, verify_work = s.estimator, s.draft_work.read(), s.verify_work.read()
     return SpeculationResult(
         method="self_speculative", tokens=tokens, prompt_len=P,
         token_exits=torch.full((1, n_new), model.n_layers), confidences=torch.full((1, n_new), float("nan")),
         upper_cached=torch.ones(1, n_new, dtype=torch.bool), prefill=prefill_work,
-        decode=s.draft_work + s.verify_work, n_layers=model.n_layers, shallow_exit=s.exit_layer,
+        decode=draft_work + verify_work, n_layers=model.n_layers, shallow_exit=s.exit_layer,
         threshold=s.draft_threshold, seconds=seconds, flops_per=flop_model(model), cache=s.cache,
         estimator=None if est is None else est.name,
-        reuse=s.reuse, draft_len=draft_len, passes=s.passes, draft_work=s.draft_work,
-        verify_work=s.verify_work, thrown_away=s.thrown_away, draft_cache=s.draft_cache)
+        reuse=s.reuse, draft_len=draft_len, passes=s.passes, draft_work=draft_work,
+        verify_work=verify_work, thrown_away=s.thrown_away, draft_cache=s.draft_cache)

@@ -4,7 +4,9 @@ import torch
 from eelab.config import ConfigError
 from eelab.model import ModelConfig, EarlyExitLM, WorkMeter
 from eelab.generate import true_exit, cached, FILL_POLICIES
-from eelab.batch import batched_true_exit, batched_self_speculative, left_pad, check_padding, BATCH_STRATEGIES
+from eelab.batch import (batched_true_exit, batched_self_speculative, left_pad, check_padding,
+                         BATCH_STRATEGIES, BatchResult)
+from eelab.speculate import self_speculative
 
 N_NEW, THRESHOLD = 7, 0.05          # at 0.05 the tiny random model exits about 3 tokens in 4, not all
 
@@ -162,3 +164,35 @@ def test_batched_self_speculation_trained_like_model_and_errors():
         batched_self_speculative(m, x, 2, 0)
     with pytest.raises(ConfigError, match="padding_mask"):
         batched_self_speculative(m, x, 2, 2, padding_mask=torch.ones(5, 3, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("draft_len", [1, 3])
+def test_batched_self_speculation_rounds_are_each_rows_passes(model, ragged, draft_len):
+    # breaks if a row's draft or verifier differs from self-speculation at batch 1 (speculate's verbs): each
+    # row's accepted count in every round is that row's own accepted count in the same pass, alone
+    prompts, batch, mask = ragged
+    spec = batched_self_speculative(model, batch, 9, draft_len, padding_mask=mask)
+    rounds = spec.accepted.shape[0]
+    for b, p in enumerate(prompts):
+        long_enough = (rounds + 1) * (draft_len + 1)                     # its drafts are never capped early
+        alone = self_speculative(model, p[None], long_enough, draft_len)
+        assert spec.accepted[:, b].tolist() == [v.accepted for v in alone.passes[:rounds]], b
+
+
+def test_batched_self_speculation_result_and_work(model, ragged):
+    # breaks if the result is not a GenerationResult (tables, plots take one), or work goes uncounted per row
+    prompts, batch, mask = ragged
+    d, n_new = 3, 9
+    spec = batched_self_speculative(model, batch, n_new, d, padding_mask=mask)
+    assert isinstance(spec, BatchResult) and spec.method == "self_speculative"
+    assert spec.token_exits.shape == (len(prompts), n_new) and (spec.token_exits == model.n_layers).all()
+    rounds, L, e = spec.accepted.shape[0], model.n_layers, model.config.shallow_exit
+    for b, work in enumerate(spec.row_work):  # every row feeds d + 1 inputs per round through every layer
+        assert work.layer_forwards == rounds * (d + 1) * L
+        assert work.head_evals == rounds * (d + d + 1)  # d shallow heads, d + 1 deep ones
+    assert sum(spec.row_work, WorkMeter()) == spec.decode
+    assert spec.prefill.layer_forwards == mask[:, :-1].numel() * L  # padding columns run (masked)
+    assert spec.token_latency.shape == (len(prompts), n_new) and (spec.token_latency > 0).all()
+    assert spec.round_seconds.shape == (rounds,)
+    assert spec.tokens_per_pass == pytest.approx(float((spec.accepted + 1).float().mean()))
+    assert 0 < spec.counted_cost and e < L

@@ -38,6 +38,8 @@ def assert_caches_clean(model, res):
         assert torch.allclose(mine.k[:, :, :mine.length], ref.k, atol=1e-5)
         assert torch.allclose(mine.v[:, :, :mine.length], ref.v, atol=1e-5)
         assert mine.held_positions() == list(range(ref.length))
+    for layer in res.draft_cache.layers if res.draft_cache is not None else []:
+        assert layer.held_positions() == list(range(layer.length))  # crop counts drops from lengths alone
 
 
 # breaks if: a rejected draft's K/V stays in a cache, positions are wrong in the verify pass, the bonus or
