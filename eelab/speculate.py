@@ -100,6 +100,9 @@ class Speculation:
     verify_work: WorkMeter = field(default_factory=WorkMeter)
     thrown_away: WorkMeter = field(default_factory=WorkMeter)   # work on drafted tokens that were rejected
     passes: list = field(default_factory=list)
+    source: object = None                # a draft source (eelab.drafts): what drafts, in place of the exit
+    prompt: torch.Tensor | None = None   # (1, P): a draft source with caches of its own fills them from it
+    source_started: bool = False
 
     @property
     def reuse(self) -> bool: return self.draft_cache is None
@@ -108,9 +111,21 @@ class Speculation:
     @property
     def cache_device(self): return next(self.model.parameters()).device
 
+# %% ../nbs/11_speculate.ipynb #d3bdfba8
+def _check_source(source, model, exit_layer, reuse, draft_threshold) -> int:
+    "Raise ConfigError naming the argument a draft source cannot take; the layer the verifier resumes at."
+    if exit_layer is not None:
+        raise ConfigError("exit_layer", exit_layer, "None with a draft_source (the source says where)")
+    if not reuse: raise ConfigError("reuse", reuse, "True with a draft_source (it shares the verifier's cache)")
+    if draft_threshold is not None:
+        raise ConfigError("draft_threshold", draft_threshold, "None with a draft_source (use its stop_below)")
+    source.check(model)
+    return source.verify_from
+
 # %% ../nbs/11_speculate.ipynb #766151d7
 def draft_step(s: Speculation, token: int, position: int) -> tuple[torch.Tensor, torch.Tensor]:
     "One token through the lower layers, writing their cache: (prev, h), each (1, 1, C)."
+    if s.source is not None: return s.source.step(s, token, position)    # (draft's hidden, verifier's)
     model, e = s.model, s.exit_layer
     cache = s.cache if s.reuse else s.draft_cache
     pos = torch.tensor([position], device=s.cache_device)
@@ -127,6 +142,7 @@ def probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 def propose(s: Speculation, prev, h) -> tuple[int | None, torch.Tensor]:
     "The shallow head's next token (None: not confident enough) and its q (V,) (greedy: the logits)."
+    if s.source is not None: return _source_propose(s, prev)
     logits = s.model.exit_logits(h, s.exit_layer, s.draft_work)[0, -1]        # (V,)
     if s.estimator is not None:
         conf = s.estimator(ExitState(h, prev, lambda: logits[None], s.exit_layer))
@@ -139,6 +155,19 @@ def propose(s: Speculation, prev, h) -> tuple[int | None, torch.Tensor]:
 
 def _gen_device(s): return s.generator.device if s.generator is not None else s.cache_device
 
+def _source_propose(s: Speculation, out) -> tuple[int | None, torch.Tensor]:
+    "A draft source's token from its hidden `out`, over its head's ids (a shortlist: K of V); q (V,)."
+    logits, ids = s.source.logits(s, out)                                     # (K,), (K,) or None: all V
+    stop = s.source.stop_below                                                # Kangaroo: top-1 prob < eta
+    if stop is not None and float(F.softmax(logits.float(), -1).max()) < stop: return None, logits
+    if s.temperature == 0:
+        j = int(logits.argmax())
+        return (j if ids is None else int(ids[j])), logits
+    q = probs(logits, s.temperature)
+    j = int(inverse_cdf(q, torch.rand(1, generator=s.generator, device=_gen_device(s)).to(q.device)[0]))
+    if ids is None: return j, q
+    return int(ids[j]), q.new_zeros(s.model.config.vocab_size).index_copy_(0, ids, q)   # 0 off the list
+
 # %% ../nbs/11_speculate.ipynb #bc865ca4
 @dataclass
 class Draft:
@@ -149,6 +178,7 @@ class Draft:
 
 def draft(s: Speculation, token: int, position: int, max_drafts: int) -> Draft:
     "Draft up to max_drafts tokens after `token` (at `position`) with the lower layers and the shallow head."
+    if s.source is not None: return _source_draft(s, token, position, max_drafts)
     tokens, qs, hidden, x = [], [], [], token
     if not s.reuse and max_drafts == 0: return Draft([], [], None)      # HF: nothing to draft, verifier only
     for i in range(max_drafts + 1):
@@ -161,6 +191,25 @@ def draft(s: Speculation, token: int, position: int, max_drafts: int) -> Draft:
         qs.append(q)
         if not s.reuse and i == max_drafts - 1: break          # HF: the last draft is not fed to the draft
     return Draft(tokens, qs, torch.cat(hidden, 1) if s.reuse else None)
+
+def _source_draft(s: Speculation, token: int, position: int, max_drafts: int) -> Draft:
+    "`draft` with a draft source: it fills its caches once, drafts, then hands the verifier its input."
+    if not s.source_started: s.source.start(s, s.prompt)
+    s.source_started, src = True, s.source
+    tokens, qs, hidden, x, stopped = [], [], [], token, False
+    for i in range(max_drafts + 1):
+        if i == max_drafts and not src.feeds_last: break     # its hidden state is of no use to the verifier
+        out, h = draft_step(s, x, position + i)
+        hidden.append(h)
+        if i == max_drafts: break
+        x, q = propose(s, out, h)
+        if x is None:
+            stopped = True
+            break
+        tokens.append(x)
+        qs.append(q)
+    return src.finish(s, token, position, Draft(tokens, qs, torch.cat(hidden, 1) if src.feeds_last else None,
+                                                stopped))
 
 # %% ../nbs/11_speculate.ipynb #bb365b1e
 def catch_up(s: Speculation, tokens: torch.Tensor, position: int):
@@ -248,15 +297,18 @@ def _report(s: Speculation, step: VerifyPass, done: int, work: WorkMeter, on_ste
 def self_speculative(model: ExitLM, prompt: torch.Tensor, n_new: int, draft_len: int = 4,
                      exit_layer=None, temperature: float = 0.0, generator: torch.Generator | None = None,
                      reuse: bool = True, estimator=None, draft_threshold: float | None = None,
-                     on_step=None) -> "SpeculationResult":
+                     on_step=None, draft_source=None) -> "SpeculationResult":
     "Self-speculative decoding (batch 1): draft with layers 1..exit_layer and its head, verify with the rest."
-    e = _check_args(model, prompt, n_new, draft_len, exit_layer, temperature, draft_threshold)
+    e = _check_args(model, prompt, n_new, draft_len, exit_layer if draft_source is None else None,
+                    temperature, draft_threshold)
+    if draft_source is not None: e = _check_source(draft_source, model, exit_layer, reuse, draft_threshold)
     estimator = _estimator(estimator, model, draft_threshold)
     P, L = prompt.shape[1], model.n_layers
     draft_cache = None if reuse else KVCache(e, P + n_new)
     decision_flops = 0 if estimator is None else int(estimator.flops(model))
-    s = Speculation(model, e, KVCache(L, P + n_new), draft_cache, float(temperature), generator, estimator,
-                    draft_threshold, decision_flops)
+    extra = 0 if draft_source is None else draft_source.extra_layers     # cache layers a source adds
+    s = Speculation(model, e, KVCache(L + extra, P + n_new), draft_cache, float(temperature), generator,
+                    estimator, draft_threshold, decision_flops, source=draft_source, prompt=prompt)
     prefill_work = WorkMeter()
     tokens, seconds = run_timed(model, prompt.device, lambda: _run(s, prompt, n_new, draft_len, prefill_work,
                                                                    on_step))
