@@ -21,6 +21,9 @@ FLOORS = [
     ["speculate", "exits", "hf", "batch"],
     ["checkpoint", "calibrate"],
     ["train", "report", "explorer"],  # one floor: the report and the explorer do not need the trainer
+    ["analysis", "bench_spec", "bench_rows"],  # analysis of trained runs; the benchmark's spec and rows
+    ["bench_profile", "bench_report"],
+    ["bench_decode", "bench_train"],
     ["bench"],
     ["lab"],
 ]
