@@ -12,15 +12,14 @@ from .model import EarlyExitLM, WorkMeter
 from .cost import full_depth_work, flop_model
 from .estimators import as_estimator
 from .generate import (GenerationResult, Decision, FILLS, check_inputs, check_threshold, run_generation,
-                       run_timed, cached)
+                       run_timed)
 from .speculate import greedy_accept
 
 # %% auto #0
 __all__ = ['BATCH_STRATEGIES', 'left_pad', 'check_padding', 'RowMeters', 'RaggedCache', 'row_rope', 'ragged_layer',
            'ragged_layers', 'BatchRun', 'batch_prefill', 'batch_lower', 'batch_decide', 'upper_rows', 'batch_fill',
-           'batch_upper', 'output_logits', 'batch_step', 'BatchResult', 'batched_true_exit', 'bench_batch',
-           'BatchSpeculationResult', 'BatchSpecRun', 'batch_draft', 'batch_verify', 'batch_emit',
-           'batched_self_speculative']
+           'batch_upper', 'output_logits', 'batch_step', 'BatchResult', 'batched_true_exit', 'BatchSpeculationResult',
+           'BatchSpecRun', 'batch_draft', 'batch_verify', 'batch_emit', 'batched_self_speculative']
 
 # %% ../nbs/14_batch.ipynb #a5dfc809
 BATCH_STRATEGIES = ("all", "gather", "latency")
@@ -361,69 +360,6 @@ def batched_true_exit(model: EarlyExitLM, prompt, n_new: int, threshold: float,
                        unprocessed=sum(map(len, run.waiting)), batch_strategy=batch_strategy,
                        padding=run.pad.cpu(), row_work=rows, token_latency=torch.stack(latency, 1),
                        **measured)
-
-# %% ../nbs/14_batch.ipynb #e5c68845
-def _cached_timed(model, x, n_new: int):
-    "cached(model, x, n_new) and its per-step seconds (n_new - 1,) from one step's end to the next."
-    stamps = []
-    res = cached(model, x, n_new, on_step=lambda step: stamps.append(time.perf_counter()))
-    return res, torch.tensor(stamps, dtype=torch.float64).diff()
-
-# %% ../nbs/14_batch.ipynb #f8c7740b
-def _upper_skipped(res: BatchResult, model) -> float:
-    "Share of (row, step) pairs whose upper layers did not run: what the strategy saved."
-    e, L = res.shallow_exit, model.n_layers
-    upper = res.decode.layer_forwards - res.token_exits.numel() * e            # counted upper-layer forwards
-    return 1 - upper / (res.token_exits.numel() * (L - e))
-
-# %% ../nbs/14_batch.ipynb #0541be3a
-def _row(B, strategy, seconds, base_seconds, per_token, tokens, full_tokens, flops, full_flops, n_new,
-         **extra):
-    "One line of the batch table, from the repeats' measurements."
-    ratios = torch.tensor(base_seconds, dtype=torch.float64) / torch.tensor(seconds, dtype=torch.float64)
-    per_token = torch.cat(per_token) * 1e3
-    return dict(batch=B, strategy=strategy, tokens_per_s=B * n_new / float(torch.tensor(seconds).median()),
-                speedup=float(ratios.median()), p50_ms=float(per_token.quantile(0.5)),
-                p90_ms=float(per_token.quantile(0.9)),
-                agreement=float((tokens == full_tokens).float().mean()),
-                flops=flops, flops_vs_full=flops / full_flops, **extra)
-
-# %% ../nbs/14_batch.ipynb #a511ecec
-def bench_batch(model, prompts: torch.Tensor, batch_sizes, n_new: int, threshold: float,
-                strategies=BATCH_STRATEGIES, fill=None, estimator=None, repeats: int = 3,
-                draft_len: int | None = None) -> list[dict]:
-    "The batch table: per batch size (the first B rows of `prompts` (N, P)) the full model and each strategy."
-    out = []
-    for B in batch_sizes:
-        x = prompts[:B]
-        runs = {s: [] for s in ("full", *strategies)}
-        for _ in range(repeats + 1):                      # the first round warms up and is dropped
-            runs["full"].append(_cached_timed(model, x, n_new))
-            for s in strategies:
-                f = None if s == "latency" else fill                 # latency runs every layer: oracle
-                runs[s].append(batched_true_exit(model, x, n_new, threshold, s, f, estimator=estimator))
-        full, base = runs["full"][1][0], [r.seconds for r, _ in runs["full"][1:]]
-        full_times = [d for _, d in runs["full"][1:]]
-        out.append(_row(B, "full", base, base, full_times, full.new_tokens, full.new_tokens,
-                        full.decode_flops, full.decode_flops, n_new, upper_skipped=0.0))
-        if draft_len: out.append(_spec_row(model, x, n_new, draft_len, repeats, full, base))
-        for s in strategies:
-            rs = runs[s][1:]
-            out.append(_row(B, s, [r.seconds for r in rs], base, [r.token_latency.flatten() for r in rs],
-                            rs[0].new_tokens, full.new_tokens, rs[0].decode_flops, full.decode_flops, n_new,
-                            upper_skipped=_upper_skipped(rs[0], model)))
-    return out
-
-# %% ../nbs/14_batch.ipynb #fa5f1855
-def _spec_row(model, x, n_new: int, draft_len: int, repeats: int, full, base_seconds) -> dict:
-    "The batch table's self-speculation line (greedy, lossless by construction: agreement is measured)."
-    runs = [batched_self_speculative(model, x, n_new, draft_len) for _ in range(repeats + 1)][1:]
-    per_token = [r.round_seconds.repeat_interleave((r.accepted + 1).sum(1)) for r in runs]   # per token
-    fm_full = full.decode_flops
-    flops = full.flops_per.of(runs[0].decode)
-    return _row(x.shape[0], f"self_spec d={draft_len}", [r.seconds for r in runs], base_seconds, per_token,
-                runs[0].tokens[:, -n_new:], full.new_tokens, flops, fm_full, n_new,
-                upper_skipped=0.0, acceptance=runs[0].acceptance_rate)
 
 # %% ../nbs/14_batch.ipynb #a8ce2953
 @dataclass

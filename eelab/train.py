@@ -5,7 +5,7 @@
 # %% ../nbs/05_train.ipynb #2c705857
 from __future__ import annotations
 import contextlib, math, sys, time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from .config import ExperimentConfig, ConfigError, RECIPES, CHOICES, seed_everything, pick_device
@@ -16,11 +16,10 @@ from .checkpoint import (TrainedRun, state_tensors, load_tensors, save_model, lo
                               load_progress, checkpoint_dir, run_lock, has_run, load_run, exit_threshold)
 
 # %% auto #0
-__all__ = ['ABLATION', 'fused_linear_cross_entropy', 'token_stats', 'ppl', 'TrainingInterrupted', 'train_phase', 'length_one_ppl',
-           'hard_token_weights', 'evaluate_split', 'train_two_phase', 'plot_history', 'layer_drop_probs',
-           'layer_keep_masks', 'joint_hidden', 'exit_weights', 'distill_loss', 'shallow_part', 'train_joint',
-           'recipe_row', 'compare_recipes', 'exit_agreement', 'ratio_threshold', 'agreement_at_ratio',
-           'speculation_prompts', 'speculation_acceptance', 'ablation', 'cli_config', 'main']
+__all__ = ['JOINT_STEP', 'fused_linear_cross_entropy', 'token_stats', 'ppl', 'TrainingInterrupted', 'TrainStep', 'train_phase',
+           'length_one_ppl', 'hard_token_weights', 'evaluate_split', 'train_two_phase', 'layer_drop_probs',
+           'layer_keep_masks', 'joint_hidden', 'exit_weights', 'distill_loss', 'FirstStep', 'first_step',
+           'shallow_part', 'train_joint', 'cli_config', 'run_seconds', 'run_table', 'main']
 
 # %% ../nbs/05_train.ipynb #6a9f29b8
 def _chunk_loss_and_grad(hc, weight, yc, wc, need_grad: bool = True):
@@ -200,25 +199,38 @@ def _autocast(device, precision: str):
     enabled = precision == "bf16"
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=enabled)
 
+# %% ../nbs/05_train.ipynb #91bbba50
+class TrainStep:
+    "`step(batch)` -> the loss tensor, after one optimizer step of `model`'s trainable parameters."
+    def __init__(self, model, loss_fn, lr: float, weight_decay: float = 0.0, grad_clip: float = 0.0,
+                 precision: str = "fp32"):
+        self.model, self.loss_fn, self.grad_clip, self.precision = model, loss_fn, grad_clip, precision
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = _adamw(self.params, lr, weight_decay)
+        self.device, self._loss_of = next(model.parameters()).device, None
+
+    def __call__(self, batch) -> torch.Tensor:
+        rank, world = _rank_world()
+        if self._loss_of is None: self._loss_of = _step_fn(self.model, self.loss_fn, world)
+        with _autocast(self.device, self.precision): loss = self._loss_of(_shard(batch, rank, world))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip: torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.opt.step()
+        return loss
+
 # %% ../nbs/05_train.ipynb #a152565b
-def _run_epoch(model, opt, params, batches, step_fn, grad_clip, progress, steps, interrupt_after_steps,
-               precision="fp32"):
+def _run_epoch(step: TrainStep, batches, progress, steps, interrupt_after_steps):
     "One epoch of optimizer steps; returns (mean loss, steps so far). The loss is averaged over processes."
     total, count = 0.0, 0
-    rank, world = _rank_world()
-    device = next(model.parameters()).device
     for batch in batches:
-        with _autocast(device, precision): loss = step_fn(_shard(batch, rank, world))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip: torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        opt.step()
+        loss = step(batch)
         total, count, steps = total + loss.item(), count + 1, steps + 1
         progress.update(count, total / count)
         if interrupt_after_steps is not None and steps >= interrupt_after_steps:
             raise TrainingInterrupted(f"interrupted after {steps} steps")
     progress.close()
-    return _mean_over_processes(total / max(count, 1), device), steps
+    return _mean_over_processes(total / max(count, 1), step.device), steps
 
 # %% ../nbs/05_train.ipynb #f59fb8e2
 def _mean_over_processes(value: float, device) -> float:
@@ -245,25 +257,22 @@ def train_phase(model, *, batches, n_batches, loss_fn, score_fn, lr, weight_deca
     """Train the trainable parameters of `model`; `score_fn(model)` -> dict with 'val_ppl' (lower is better).
     Returns the history; the model ends in its best state. patience: epochs without a better validation
     PPL before stopping (0: run all max_epochs)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = _adamw(params, lr, weight_decay)
+    step = TrainStep(model, loss_fn, lr, weight_decay, grad_clip, precision)
     state = dict(epoch=0, best_val=float("inf"), best_epoch=0, bad_epochs=0, history=[])
     best = state_tensors(model)
     if progress_path is not None and progress_path.exists():
-        best, state = load_progress(progress_path, model, opt, params)
+        best, state = load_progress(progress_path, model, step.opt, step.params)
         print(f"{desc}: resumed after epoch {state['epoch']} from {progress_path}")
-    rank, world = _rank_world()
-    step_fn, steps = _step_fn(model, loss_fn, world), 0
+    rank, steps = _rank_world()[0], 0
     while state["epoch"] < max_epochs and not (patience and state["bad_epochs"] >= patience):
         epoch, t0 = state["epoch"] + 1, time.perf_counter()
         model.train()
         bar = _Progress(f"{desc} epoch {epoch}/{max_epochs}", n_batches, progress)
-        train_loss, steps = _run_epoch(model, opt, params, batches(epoch), step_fn, grad_clip, bar, steps,
-                                       interrupt_after_steps, precision)
+        train_loss, steps = _run_epoch(step, batches(epoch), bar, steps, interrupt_after_steps)
         scores = _from_rank0(score_fn(model))
         best = _end_epoch(model, state, best, scores, train_loss, time.perf_counter() - t0, desc, max_epochs)
         if progress_path is not None and rank == 0:            # under torchrun only rank 0 writes
-            save_progress(progress_path, model, best, opt, params, state)
+            save_progress(progress_path, model, best, step.opt, step.params, state)
     load_tensors(model, best)
     return dict(history=state["history"], epochs_run=state["epoch"], best_epoch=state["best_epoch"],
                 best_val_ppl=state["best_val"])
@@ -481,25 +490,6 @@ def train_two_phase(cfg: ExperimentConfig, progress: bool = True,
         return TrainedRun(cfg, corpus, phase1.eval(), model.eval(), exit_threshold(cfg, threshold), metrics,
                           history, seconds, folder)
 
-# %% ../nbs/05_train.ipynb #0ab2ac43
-def plot_history(run: TrainedRun, title: str | None = None):
-    "Plotly figure: training loss and validation PPL per epoch, both phases on one epoch axis."
-    from plotly.subplots import make_subplots
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "validation PPL (model selection)"))
-    offset = 0
-    for phase, rows in run.history.items():
-        if not rows: continue
-        x = [offset + r["epoch"] for r in rows]
-        fig.add_scatter(x=x, y=[r["train_loss"] for r in rows], name=f"{phase} train loss",
-                        mode="lines+markers", row=1, col=1)
-        fig.add_scatter(x=x, y=[r["val_ppl"] for r in rows], name=f"{phase} val PPL",
-                        mode="lines+markers", row=1, col=2)
-        offset = x[-1]
-    fig.update_layout(title=title or f"{run.cfg.recipe} recipe on {run.corpus.name}", height=320,
-                      margin=dict(t=60, b=30))
-    fig.update_xaxes(title_text="epoch (phase 2 continues after phase 1)")
-    return fig
-
 # %% ../nbs/05_train.ipynb #ad3391e3
 def layer_drop_probs(n_layers: int, p_max: float) -> torch.Tensor:
     "p(l) = p_max * (exp(l ln2 / (L-1)) - 1) for layers l = 0..L-1: 0 at the first, p_max at the last."
@@ -579,6 +569,35 @@ def _joint_loss(cfg, total_steps):
         return loss
     return loss_fn
 
+# %% ../nbs/05_train.ipynb #37d7b3e4
+JOINT_STEP = (1, 2)       # (step, total steps) at which the joint loss is taken: the last of two
+
+@dataclass
+class FirstStep:
+    "The model, its TrainStep, the batch's extra items, the exits whose heads train, the distilled exits."
+    model: EarlyExitLM
+    step: TrainStep
+    extra: tuple
+    exits: list
+    distilled: tuple
+
+def first_step(cfg: ExperimentConfig, vocab_size: int, device="cpu", precision: str = "fp32") -> FirstStep:
+    "The first phase's model (seeded by cfg.seed, in train mode) and TrainStep at cfg.phase1_lr."
+    torch.manual_seed(cfg.seed)
+    if RECIPES[cfg.recipe].phases == 1:                                      # joint: everything at once
+        mc = ModelConfig.from_experiment(cfg, vocab_size, context_len=cfg.seq_len)
+        step, total = JOINT_STEP
+        weights = exit_weights(cfg.joint_weights, mc.exit_layers, step, total)
+        exits = [e for e, w in weights.items() if w]
+        distilled = mc.exit_layers[:-1] if cfg.distill else ()
+        loss_fn, extra = _joint_loss(cfg, total), (step,)
+    else:                                                                    # phase 1: one exit
+        mc = ModelConfig.from_experiment(cfg, vocab_size, cfg.phase1_layers, context_len=cfg.seq_len)
+        exits, distilled, loss_fn, extra = list(mc.exit_layers), (), _lm_loss(cfg.phase1_layers), ()
+    model = EarlyExitLM(mc).to(device).train()
+    step = TrainStep(model, loss_fn, cfg.phase1_lr, cfg.weight_decay, cfg.grad_clip, precision)
+    return FirstStep(model, step, extra, exits, distilled)
+
 # %% ../nbs/05_train.ipynb #201266c4
 def _joint_score(windows, batch_size):
     def score(model):
@@ -657,105 +676,6 @@ def train_joint(cfg: ExperimentConfig, progress: bool = True, interrupt_after_st
         return TrainedRun(cfg, corpus, shallow, model.eval(), exit_threshold(cfg, threshold), metrics,
                           history, seconds, folder)
 
-# %% ../nbs/05_train.ipynb #b95e687f
-def recipe_row(run) -> dict:
-    "A run's exits on test, its threshold and time; on the synthetic corpus, exit precision/recall too."
-    from eelab.exits import exit_precision_recall
-    test = {p: run.metrics[p]["test"] for p in ("phase1", "phase2")}
-    row = {f"{name}_{k}": test[p][k] for p, name in (("phase1", "shallow"), ("phase2", "deep"))
-           for k in ("ppl", "acc", "hard_ppl")}
-    row.update(threshold=run.threshold, train_s=run.seconds["total"])
-    if run.corpus.difficulty:                             # synthetic corpus, word tokenizer: labels known
-        pr = exit_precision_recall(run.model.eval(), run.corpus, "softmax_max", run.threshold, "test",
-                                   run.model.exit_layers[0], run.cfg.batch_size)
-        row.update(exit_rate=pr["exit_rate"], easy_rate=pr["easy_rate"], precision=pr["precision"],
-                   recall=pr["recall"])
-    return row
-
-def compare_recipes(base: ExperimentConfig, recipes=("reference", "clean", "joint")):
-    "One row per recipe (`recipe_row`) of `base` trained (or loaded) with that recipe."
-    import pandas as pd
-    return pd.DataFrame({r: recipe_row(train_two_phase(base.replace(recipe=r), progress=False))
-                         for r in recipes}).T
-
-# %% ../nbs/05_train.ipynb #e081a899
-ABLATION = dict(uniform={}, linear=dict(joint_weights="linear"), gradual=dict(joint_weights="gradual"),
-                rotational=dict(joint_weights="rotational"), layer_dropout=dict(layer_dropout=0.2),
-                distill=dict(distill=0.5), all=dict(joint_weights="linear", layer_dropout=0.2, distill=0.5))
-
-@torch.no_grad()
-def exit_agreement(run, split="test") -> float:
-    "Fraction of the split's tokens where the shallow exit's top-1 equals the deep exit's."
-    model, e, L = run.model.eval(), run.model.exit_layers[0], run.model.n_layers
-    device, same = next(model.parameters()).device, []
-    for x, _ in iterate_batches(run.corpus.windows(split), run.cfg.batch_size):
-        hidden = model.forward_hidden(x.to(device))
-        top = {k: (hidden[k] @ model.head(k).proj.weight.t()).argmax(-1) for k in (e, L)}   # (B, T) each
-        same.append((top[e] == top[L]).flatten())
-    return torch.cat(same).float().mean().item()
-
-# %% ../nbs/05_train.ipynb #3cf8ce76
-@torch.no_grad()
-def ratio_threshold(model: EarlyExitLM, windows: torch.Tensor, exit_ratio: float = 0.5,
-                    estimator="softmax_max", exit_layer: int | None = None, batch_size: int = 64) -> float:
-    "The threshold at which `exit_ratio` of the windows' (N, T+1) predicted tokens exit at the shallow exit."
-    if isinstance(exit_ratio, bool) or not isinstance(exit_ratio, (int, float)) or not 0 <= exit_ratio <= 1:
-        raise ConfigError("exit_ratio", exit_ratio, "a number in [0, 1] (the share of tokens that exit)")
-    from eelab.estimators import as_estimator, exit_pass
-    est, device, conf = as_estimator(estimator, model), next(model.parameters()).device, []
-    for s in range(0, len(windows), batch_size):
-        p = exit_pass(model.eval(), windows[s:s + batch_size, :-1].to(device), exit_layer)
-        conf.append(est.scores(p["hidden"], p["prev"], p["shallow"]).flatten().cpu())   # (B*T,)
-    k = round(exit_ratio * sum(len(c) for c in conf))                 # how many tokens exit
-    return torch.cat(conf).sort(descending=True).values[k - 1].item() if k else math.inf
-
-# %% ../nbs/05_train.ipynb #9f8e98e6
-def agreement_at_ratio(run, exit_ratio: float = 0.5, fills=("skip", "recompute"), estimator="softmax_max"):
-    "Threshold for `exit_ratio` on validation; on test, teacher-forced true exit: exit rate, agreement/fill."
-    from eelab.exits import teacher_forced_quality
-    model, bs = run.model.eval(), run.cfg.batch_size
-    e, test_w = model.exit_layers[0], run.corpus.windows("test")          # the shallow exit; (N, T+1)
-    threshold = ratio_threshold(model, run.corpus.windows("valid"), exit_ratio, estimator, e, bs)
-    rows = teacher_forced_quality(model, test_w, list(fills), estimator, [threshold], e, bs)
-    return dict(threshold=threshold, exit_rate=rows[0]["exit_rate"],
-                **{f"agreement_{r['fill']}": r["agreement"] for r in rows})
-
-# %% ../nbs/05_train.ipynb #d77f2484
-def speculation_prompts(run, n_prompts: int = 128, prompt_len: int | None = None, split="test"):
-    "(n_prompts, P): the first P tokens of n_prompts windows evenly spaced over the split (fixed)."
-    windows = run.corpus.windows(split)                                    # (N, T+1)
-    picks = torch.linspace(0, len(windows) - 1, n_prompts).round().long()
-    return windows[picks, :prompt_len or run.cfg.seq_len // 2]
-
-def speculation_acceptance(run, n_prompts: int = 128, draft_len: int = 4, prompt_len: int | None = None):
-    "Greedy self-speculation from the shallow exit: mean acceptance rate and tokens per verify pass."
-    from eelab.speculate import self_speculative
-    prompts, model = speculation_prompts(run, n_prompts, prompt_len), run.model.eval()
-    n_new, device = run.cfg.seq_len - prompts.shape[1] + 1, next(model.parameters()).device
-    results = [self_speculative(model, p[None].to(device), n_new, draft_len, exit_layer=model.exit_layers[0])
-               for p in prompts]
-    return dict(acceptance=sum(r.acceptance_rate for r in results) / len(results),
-                tokens_per_pass=sum(r.tokens_per_pass for r in results) / len(results))
-
-# %% ../nbs/05_train.ipynb #3166655b
-def _ablation_row(run, exit_ratio: float, draft_len: int, n_prompts: int) -> dict:
-    "`recipe_row`'s columns, then what the run buys at inference."
-    at_ratio, spec = agreement_at_ratio(run, exit_ratio), speculation_acceptance(run, n_prompts, draft_len)
-    return dict(recipe_row(run), agreement=exit_agreement(run), ratio_exit_rate=at_ratio["exit_rate"],
-                ratio_agreement_skip=at_ratio["agreement_skip"],
-                ratio_agreement_recompute=at_ratio["agreement_recompute"],
-                spec_acceptance=spec["acceptance"], spec_tokens_per_pass=spec["tokens_per_pass"])
-
-def ablation(base: ExperimentConfig, variants: dict = ABLATION, baselines=("clean",), exit_ratio: float = 0.5,
-             draft_len: int = 4, n_prompts: int = 128):
-    "A table: one joint run per variant of `base` (and the two-phase `baselines`), each exit on test."
-    import pandas as pd
-    rows = {}
-    for name, changes in {**{b: dict(recipe=b) for b in baselines}, **variants}.items():
-        run = train_two_phase(base.replace(**{"recipe": "joint", **changes}), progress=False)
-        rows[name] = _ablation_row(run, exit_ratio, draft_len, n_prompts)
-    return pd.DataFrame(rows).T
-
 # %% ../nbs/05_train.ipynb #93969216
 def _init_distributed(cfg: ExperimentConfig) -> tuple[int, int]:
     "Under torchrun (WORLD_SIZE > 1): join the process group, nccl for CUDA, else gloo; (rank, world)."
@@ -788,6 +708,29 @@ def cli_config(name: str, recipe: str | None = None, sets=()) -> ExperimentConfi
     changes = {k: _literal(v) for k, v in changes.items()}
     return cfg.replace(**changes, **chosen)
 
+# %% ../nbs/05_train.ipynb #8f0727ec
+def run_seconds(run) -> dict:
+    "The run's seconds by stage; a joint run's one training stage is named joint (no empty phase 2)."
+    s = dict(run.seconds)
+    if run.cfg.recipe == "joint":
+        s = dict(joint=s.pop("phase1"), **{k: v for k, v in s.items() if k != "phase2"})
+    return s
+
+def run_table(run) -> str:
+    "The reported split's rows, one per exit, the threshold and the seconds, as aligned text."
+    rep, cf = run.metrics["reported"], run.cfg
+    exits = dict(phase1=f"shallow (layer {cf.phase1_layers})", phase2=f"deep (layer {cf.phase2_layers})")
+    lines = [f"{cf.recipe} recipe on {cf.corpus}, reported on {rep['split']}; "
+             f"exit threshold {rep['threshold']:.4g}",
+             f"  {'exit':<20}{'PPL':>10}{'accuracy':>10}{'Hard PPL':>10}"]
+    for key, name in exits.items():
+        r = rep[key]
+        lines.append(f"  {name:<20}{r['ppl']:>10.2f}{r['acc']:>10.3f}{r['hard_ppl']:>10.2f}")
+    lines.append("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in run_seconds(run).items()))
+    lines.append("  PPL: perplexity; accuracy: top-1; Hard PPL: PPL over the tokens below the threshold "
+                 "(the hard ones)")
+    return "\n".join(lines)
+
 # %% ../nbs/05_train.ipynb #eb86bf90
 def main(argv=None):
     "`python -m eelab.train` (or under `torchrun ... -m eelab.train`): train one config, print its table."
@@ -800,6 +743,7 @@ def main(argv=None):
     ap.add_argument("--no-progress", action="store_true", help="no tqdm bar (the epoch lines stay)")
     stop = "tests: stop as if killed after STEPS optimizer steps of PHASE (phase1|phase2|joint)"
     ap.add_argument("--interrupt-after", nargs="*", default=[], metavar="PHASE=STEPS", help=stop)
+    ap.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     args = ap.parse_args(argv)
     interrupt = {k: int(v) for k, v in (item.split("=", 1) for item in args.interrupt_after)}
     cfg = cli_config(args.config, args.recipe, args.set)
@@ -807,8 +751,9 @@ def main(argv=None):
     if rank: sys.stdout = open(os.devnull, "w")                    # one log: rank 0's
     print(f"training {cfg.recipe} on {cfg.corpus} in {world} process(es) -> {checkpoint_dir(cfg)}")
     run = train_two_phase(cfg, progress=not args.no_progress, interrupt_after_steps=interrupt)
-    if run is not None:
-        print(json.dumps(dict(reported=run.metrics["reported"], seconds=run.seconds), indent=2))
+    if run is not None and args.json:
+        print(json.dumps(dict(reported=run.metrics["reported"], seconds=run_seconds(run)), indent=2))
+    elif run is not None: print(run_table(run))
     if world > 1:                              # every rank leaves together: rank 0 evaluates after the others
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()

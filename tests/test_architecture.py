@@ -22,7 +22,10 @@ FLOORS = [
     ["batch"],  # batched self-speculation uses speculate's acceptance rules
     ["checkpoint", "calibrate", "trace"],
     ["train", "report", "render"],  # one floor: the report and the explorer's drawing do not need the trainer
-    ["bench", "explorer"],
+    ["analysis", "bench_spec", "bench_rows", "explorer"],  # trained runs compared; the bench's spec and rows
+    ["bench_profile", "bench_report"],
+    ["bench_decode", "bench_train"],
+    ["bench"],
     ["lab"],
 ]
 FLOOR = {name: i for i, names in enumerate(FLOORS) for name in names}

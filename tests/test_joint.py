@@ -141,7 +141,7 @@ def test_ratio_threshold_exits_the_requested_share_of_validation(joint_run):
     # breaks if the quantile is taken on another confidence or the wrong side of it
     from eelab.estimators import max_softmax
     from eelab.exits import teacher_forced_quality
-    from eelab.train import ratio_threshold
+    from eelab.analysis import ratio_threshold
     model, valid = joint_run.model, joint_run.corpus.windows("valid")
     with torch.no_grad(): conf = max_softmax(model(valid[:, :-1])[2]).flatten()     # (N,) independently
     for ratio in (0.1, 0.5, 0.9, 1.0):
@@ -156,7 +156,7 @@ def test_ratio_threshold_exits_the_requested_share_of_validation(joint_run):
 
 def test_agreement_at_ratio_uses_the_validation_threshold_on_test(joint_run):
     from eelab.estimators import max_softmax
-    from eelab.train import agreement_at_ratio, ratio_threshold
+    from eelab.analysis import agreement_at_ratio, ratio_threshold
     model, bs = joint_run.model, joint_run.cfg.batch_size
     valid, test = joint_run.corpus.windows("valid"), joint_run.corpus.windows("test")
     none = agreement_at_ratio(joint_run, 0.0)               # nothing exits: every fill is the deep exit
@@ -177,7 +177,7 @@ def test_agreement_at_ratio_uses_the_validation_threshold_on_test(joint_run):
 
 def test_speculation_acceptance_is_counted_from_the_passes(joint_run):
     from eelab.speculate import self_speculative
-    from eelab.train import speculation_acceptance, speculation_prompts
+    from eelab.analysis import speculation_acceptance, speculation_prompts
     spec = speculation_acceptance(joint_run, n_prompts=12, draft_len=3)
     prompts = speculation_prompts(joint_run, n_prompts=12)
     test = joint_run.corpus.windows("test")
@@ -192,7 +192,7 @@ def test_speculation_acceptance_is_counted_from_the_passes(joint_run):
 
 
 def test_ablation_table_has_the_inference_columns(joint_run):
-    from eelab.train import ablation, agreement_at_ratio, speculation_acceptance
+    from eelab.analysis import ablation, agreement_at_ratio, speculation_acceptance
     table = ablation(smoke_config(), variants={"uniform": {}}, baselines=("clean",), n_prompts=8)
     print(table.T)
     new = ["ratio_exit_rate", "ratio_agreement_skip", "ratio_agreement_recompute", "spec_acceptance",
@@ -216,7 +216,7 @@ def test_cli_names_the_scale_config():
 def test_three_recipes_side_by_side_with_exit_precision_recall():
     # breaks if a row mixes up the shallow and deep exits, reads another split than test, or counts the
     # precision/recall at another threshold or exit than the recipe's own
-    from eelab.train import compare_recipes
+    from eelab.analysis import compare_recipes
     table = compare_recipes(smoke_config())
     assert list(table.index) == ["reference", "clean", "joint"]
     for recipe in table.index:
