@@ -14,7 +14,7 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from fastcore.basics import patch
-from .config import ConfigError, scale_config
+from .config import ConfigError, check_threshold, scale_config
 from .model import EarlyExitLM
 from .data import Tokenizer, load_corpus
 from .cost import FlopModel, WorkMeter, flop_model, full_depth_work, reference_cost
@@ -75,8 +75,7 @@ def check_explorer_args(prompt, n_new, threshold, mode, temperature, seed, draft
     if not isinstance(prompt, str): raise ConfigError("prompt", prompt, "a string (it may be empty)")
     if not (_is_int(n_new) and 1 <= n_new <= MAX_NEW):
         raise ConfigError("n_new", n_new, f"an integer from 1 to {MAX_NEW} (the slider's range)")
-    if not (_is_real(threshold) and 0 <= threshold <= 1):
-        raise ConfigError("threshold", threshold, "a finite number from 0 (every token exits) to 1")
+    check_threshold("threshold", threshold)                                  # eelab.config's one rule
     if mode not in MODES: raise ConfigError("mode", mode, f"one of {', '.join(map(repr, MODES))}")
     if not (_is_real(temperature) and temperature >= 0):
         raise ConfigError("temperature", temperature, "a finite number >= 0 (0: greedy)")
@@ -478,7 +477,8 @@ def _controls(self: Explorer, prompt, n_new, threshold, mode, draft_len):
     self.mode_buttons = W.ToggleButtons(options=list(MODES), value=mode, style=dict(button_width="80px"),
                                         tooltips=[f"mode: {m}" for m in MODES],
                                         layout=W.Layout(width="356px"))
-    self.threshold_slider = W.FloatSlider(value=threshold, min=0, max=1, step=0.01, description="threshold",
+    self.threshold_slider = W.FloatSlider(value=threshold, min=0, max=max(1.0, threshold), step=0.01,
+                                          description="threshold",
                                           continuous_update=False, readout_format=".3f", style=narrow)
     self.draft_slider = W.IntSlider(value=draft_len, min=DRAFT_LENS[0], max=DRAFT_LENS[-1],
                                     description="draft length", continuous_update=False,
@@ -539,6 +539,7 @@ def _check(self: Explorer, **changed):
 @patch
 def set_threshold(self: Explorer, v: float):
     self._check(threshold=v)
+    self.threshold_slider.max = max(self.threshold_slider.max, v)     # above 1: never exit (one rule)
     self.threshold_slider.value = v
 @patch
 def set_mode(self: Explorer, mode: str):
@@ -898,7 +899,8 @@ def _lane_controls(lx, threshold: float, strategy: str):
     W = widgets
     lx.strategy_buttons = W.ToggleButtons(options=BATCH_STRATEGIES, value=strategy, description="strategy",
                                           style=dict(button_width="70px"))
-    lx.threshold_slider = W.FloatSlider(value=threshold, min=0, max=1, step=0.01, description="exit if ≥",
+    lx.threshold_slider = W.FloatSlider(value=threshold, min=0, max=max(1.0, threshold), step=0.01,
+                                        description="exit if ≥",
                                         continuous_update=False, readout_format=".3f")
     for w in (lx.strategy_buttons, lx.threshold_slider): w.observe(lambda _: lx._rerun(), "value")
 
@@ -922,6 +924,7 @@ class LaneExplorer:
         self.strategy_buttons.value = strategy
     def set_threshold(self, v: float):
         check_explorer_args("", self.n_new, v, "true exit", self.temperature, self.seed)
+        self.threshold_slider.max = max(self.threshold_slider.max, v)
         self.threshold_slider.value = v
     def _ipython_display_(self):
         from IPython.display import display

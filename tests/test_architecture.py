@@ -20,7 +20,7 @@ FLOORS = [
     ["generate"],
     ["speculate", "exits", "hf", "batch"],
     ["checkpoint", "calibrate"],
-    ["train", "report", "explorer"],  # one floor: the report and the explorer do not need the trainer
+    ["train", "report", "explorer", "exercises"],  # one floor: none of them needs the trainer
     ["bench"],
     ["lab"],
 ]
