@@ -55,11 +55,16 @@ def _check_names(name: str, parameters: dict, known: dict):
 
 # %% ../nbs/08_lab.ipynb #ac769131
 def local_kernel_manager():
-    "A jupyter kernel manager class whose kernels talk over local IPC sockets (TCP on Windows)."
-    import os
+    "A jupyter kernel manager class: kernels talk over IPC sockets in a temporary folder (TCP on Windows)."
+    import os, tempfile
     from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
     class LocalKernelManager(AsyncKernelManager):
         transport = "tcp" if os.name == "nt" else "ipc"
+        @default("ip")
+        def _ip_default(self):         # an absolute path: the kernel's working directory is not the lab's
+            if self.transport != "ipc": return "127.0.0.1"
+            return os.path.join(tempfile.mkdtemp(prefix="eelab-kernel-"), "ipc")
     return LocalKernelManager
 
 # %% ../nbs/08_lab.ipynb #e9061d3e

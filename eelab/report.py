@@ -13,7 +13,7 @@ from .cost import WorkMeter, reference_cost
 
 # %% auto #0
 __all__ = ['REFERENCE', 'ANCHOR', 'SMOKE_RUN', 'REFERENCE_COLUMN', 'ANCHOR_COLUMN', 'EXIT_COLOURS', 'SMOKE_FINDINGS',
-           'NOISE_FACTOR', 'TABLES', 'passed_parameters', 'read_parameters', 'in_test', 'smoke_default',
+           'NOISE_FACTOR', 'MIN_ROUNDS', 'TABLES', 'passed_parameters', 'read_parameters', 'in_test', 'smoke_default',
            'resolve_parameters', 'spread', 'time_interleaved', 'fake_exit_over_split', 'side_by_side', 'eelab_column',
            'pct', 'exit_strip', 'plain', 'write_results', 'reported_prompt', 'common_results', 'findings',
            'training_table', 'timing_verdict', 'exp001_table', 'true_exit_table', 'speed_table', 'comparison_table',
@@ -243,11 +243,13 @@ def training_table(results: dict):
 
 # %% ../nbs/07_report.ipynb #bdf256a1
 NOISE_FACTOR = 1.5    # a timing ratio whose IQR spans more than this factor (q3 / q1) is noise, not a result
+MIN_ROUNDS = 5        # fewer interleaved rounds than this: noise, whatever the IQR says
 
 def timing_verdict(r: dict, what: str = "speedup") -> str:
-    "A spread of ratios (median, q1, q3: `spread`) in words: noise, no measurable difference, faster, slower."
-    m, q1, q3 = r["median"], r["q1"], r["q3"]
+    "A spread of ratios (`spread`: median, q1, q3, repeats) in words: noise, no difference, faster, slower."
+    m, q1, q3, n = r["median"], r["q1"], r["q3"], r.get("repeats", MIN_ROUNDS)
     iqr = f"median {m:.2f}x, IQR {q1:.2f}-{q3:.2f}"
+    if n < MIN_ROUNDS: return f"noise ({what} {iqr} from {n} rounds: too few to be a result)"
     if q1 <= 0 or q3 / q1 > NOISE_FACTOR:
         return f"noise ({what} {iqr}: the IQR spans more than {NOISE_FACTOR}x)"
     if q1 <= 1 <= q3: return f"no measurable difference ({what} {iqr} includes 1x)"
