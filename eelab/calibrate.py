@@ -24,8 +24,9 @@ __all__ = ['CONSISTENCIES', 'NEVER', 'P_VALUES', 'token_losses', 'LossTable', 'c
            'check_guarantee', 'synthetic_table', 'violation_figure']
 
 # %% ../nbs/13_calibrate.ipynb #87a64b95
+from .config import NEVER_EXIT, check_threshold
 CONSISTENCIES = ("textual", "risk", "generated")
-NEVER = 2.0                       # a threshold above every confidence: never exit
+NEVER = NEVER_EXIT                # eelab.config's threshold above every confidence: never exit
 
 def token_losses(logits, full, targets, consistency: str) -> torch.Tensor:
     "Losses (B, T) in [0, 1] of exit-path logits (B, T, V) against the full model's and gold targets (B, T)."
@@ -54,9 +55,8 @@ class LossTable:
 # %% ../nbs/13_calibrate.ipynb #8ed00392
 def check_grid(grid) -> np.ndarray:
     "Thresholds as a descending array starting with NEVER; a ConfigError for an empty or non-finite grid."
-    g = np.asarray([float(t) for t in grid], dtype=float)
-    if g.size == 0 or not np.isfinite(g).all() or (g < 0).any():
-        raise ConfigError("grid", list(grid), "a non-empty list of finite thresholds >= 0")
+    if len(grid) == 0: raise ConfigError("grid", list(grid), "a non-empty list of thresholds")
+    g = np.asarray([check_threshold("grid", t) for t in grid], dtype=float)          # each by the one rule
     return np.array(sorted(set(g.tolist()) | {NEVER}, reverse=True))
 
 # %% ../nbs/13_calibrate.ipynb #99bef5a6
@@ -271,9 +271,8 @@ def generated_table(model, windows, est, fill, grid, n_new: int = 8, prompt_len:
 # %% ../nbs/13_calibrate.ipynb #7c4d0e01
 def check_draft_grid(grid) -> np.ndarray:
     "Draft thresholds as a descending array in [0, 1] starting with 1.0; a ConfigError otherwise."
-    g = np.asarray([float(t) for t in grid], dtype=float)
-    if g.size == 0 or not np.isfinite(g).all() or (g < 0).any() or (g > 1).any():
-        raise ConfigError("grid", list(grid), "a non-empty list of draft thresholds in [0, 1]")
+    if len(grid) == 0: raise ConfigError("grid", list(grid), "a non-empty list of draft thresholds")
+    g = np.asarray([check_threshold("grid", t) for t in grid], dtype=float)          # each by the one rule
     return np.array(sorted(set(g.tolist()) | {1.0}, reverse=True))
 
 # %% ../nbs/13_calibrate.ipynb #66a06b08

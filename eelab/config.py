@@ -4,21 +4,41 @@
 
 # %% ../nbs/00_config.ipynb #b1a6bfed
 from __future__ import annotations
-import json, os, random, tempfile
+import difflib, json, math, numbers, os, random, tempfile
 from dataclasses import dataclass, fields, asdict
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['RECIPES', 'CORPORA', 'CHOICES', 'POSITIVE', 'JOINT_DEFAULTS', 'SMOKE', 'SCALE', 'ConfigError', 'Recipe', 'DictConfig',
-           'ExperimentConfig', 'config_from_params', 'smoke_config', 'scale_config', 'seed_everything', 'pick_device',
-           'data_dir', 'atomic_write']
+__all__ = ['NEVER_EXIT', 'THRESHOLD_RULE', 'RECIPES', 'CORPORA', 'CHOICES', 'POSITIVE', 'JOINT_DEFAULTS', 'SMOKE', 'SCALE',
+           'did_you_mean', 'ConfigError', 'check_threshold', 'Recipe', 'DictConfig', 'ExperimentConfig',
+           'config_from_params', 'smoke_config', 'scale_config', 'seed_everything', 'pick_device', 'data_dir',
+           'atomic_write']
 
 # %% ../nbs/00_config.ipynb #5e814380
+def did_you_mean(word, choices) -> str:
+    "'; did you mean 'x'?' naming the closest of `choices` to `word` (difflib), or '' when none is close."
+    if not isinstance(word, str): return ""
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
 class ConfigError(ValueError):
-    "A config field has a value outside what is allowed; the message names the field."
-    def __init__(self, name: str, value, allowed: str):
+    """A config field has a value outside what is allowed; the message names the field. `names`: the
+    known names, when `name` is unknown; `values`: the allowed values. Either adds a "did you mean"."""
+    def __init__(self, name: str, value, allowed: str, names=(), values=()):
         self.field, self.value, self.allowed = name, value, allowed
-        super().__init__(f"{name}={value!r} is not allowed: {allowed}")
+        hint = did_you_mean(name, names) or did_you_mean(value, values)
+        super().__init__(f"{name}={value!r} is not allowed: {allowed}{hint}")
+
+# %% ../nbs/00_config.ipynb #587b504a
+NEVER_EXIT = 2.0      # a threshold above every confidence: no token exits (confidences lie in [0, 1])
+THRESHOLD_RULE = ("a finite number >= 0 (a token passes when its confidence >= threshold; confidences lie "
+                  f"in [0, 1], so 0: every token passes, above 1, e.g. NEVER_EXIT = {NEVER_EXIT}: none)")
+
+def check_threshold(field: str, value) -> float:
+    "`value` as a float when it is a threshold by THRESHOLD_RULE; else a ConfigError naming `field`."
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not real or not math.isfinite(value) or value < 0: raise ConfigError(field, value, THRESHOLD_RULE)
+    return float(value)
 
 # %% ../nbs/00_config.ipynb #a09f9fea
 @dataclass(frozen=True)
@@ -63,7 +83,8 @@ class DictConfig:
         names = [f.name for f in fields(cls)]
         unknown = [k for k in d if k not in names]
         if unknown:
-            raise ConfigError(unknown[0], d[unknown[0]], f"a known field; known fields: {', '.join(names)}")
+            raise ConfigError(unknown[0], d[unknown[0]], f"a known field; known fields: {', '.join(names)}",
+                              names=names)
         return cls(**d)
 
     @classmethod
@@ -160,9 +181,11 @@ def _check_relations(cfg: ExperimentConfig):
         raise ConfigError("phase1_layers", cfg.phase1_layers, f"fewer than phase2_layers={cfg.phase2_layers}")
     if not 0 <= cfg.hard_example_ratio <= 1:
         raise ConfigError("hard_example_ratio", cfg.hard_example_ratio, "a number in [0, 1]")
+    if cfg.exit_threshold is not None: check_threshold("exit_threshold", cfg.exit_threshold)
     for name, allowed in CHOICES.items():
         value = getattr(cfg, name)
-        if value not in allowed: raise ConfigError(name, value, f"one of {', '.join(allowed)}")
+        if value not in allowed:
+            raise ConfigError(name, value, f"one of {', '.join(allowed)}", values=allowed)
     corpus = cfg.corpus
     if not isinstance(corpus, str) or not (corpus in CORPORA or Path(corpus).expanduser().is_file()):
         allowed = f"one of {', '.join(CORPORA)}, or the path of an existing text file"

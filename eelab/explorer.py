@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import ipywidgets as widgets
 from fastcore.basics import patch
-from .config import ConfigError, scale_config
+from .config import ConfigError, THRESHOLD_RULE, scale_config
 from .model import EarlyExitLM
 from .data import Tokenizer, load_corpus
 from .checkpoint import load_model, checkpoint_dir, has_run, load_run
@@ -77,13 +77,14 @@ DRAFT_LENS = range(1, 9)     # the "draft length" slider's range (self-spec only
 
 def _is_int(v) -> bool: return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 def _is_real(v) -> bool: return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+def _is_threshold(v) -> bool: return _is_real(v) and v >= 0          # THRESHOLD_RULE, as a predicate
 
 # %% ../nbs/06_explorer.ipynb #e30fea4d
 ALLOWED = {
     "prompt": (lambda v: isinstance(v, str), "a string (it may be empty)"),
     "n_new": (lambda v: _is_int(v) and 1 <= v <= MAX_NEW,
               f"an integer from 1 to {MAX_NEW} (the slider's range)"),
-    "threshold": (lambda v: _is_real(v) and 0 <= v <= 1, "a finite number from 0 (every token exits) to 1"),
+    "threshold": (_is_threshold, THRESHOLD_RULE),                          # eelab.config's one rule
     "mode": (lambda v: v in MODES, f"one of {', '.join(map(repr, MODES))}"),
     "temperature": (lambda v: _is_real(v) and v >= 0, "a finite number >= 0 (0: greedy)"),
     "seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
@@ -162,7 +163,8 @@ def _controls(self: Explorer, prompt, n_new, threshold, mode, draft_len):
     self.mode_buttons = W.ToggleButtons(options=list(MODES), value=mode, style=dict(button_width="80px"),
                                         tooltips=[f"mode: {m}" for m in MODES],
                                         layout=W.Layout(width="356px"))
-    self.threshold_slider = W.FloatSlider(value=threshold, min=0, max=1, step=0.01, description="threshold",
+    self.threshold_slider = W.FloatSlider(value=threshold, min=0, max=max(1.0, threshold), step=0.01,
+                                          description="threshold",
                                           continuous_update=False, readout_format=".3f", style=narrow)
     self.draft_slider = W.IntSlider(value=draft_len, min=DRAFT_LENS[0], max=DRAFT_LENS[-1],
                                     description="draft length", continuous_update=False,
@@ -311,6 +313,7 @@ def _check(self: Explorer, **changed):
 @patch
 def set_threshold(self: Explorer, v: float):
     self._check(threshold=v)
+    self.threshold_slider.max = max(self.threshold_slider.max, v)     # above 1: never exit (one rule)
     self.threshold_slider.value = v
 @patch
 def set_mode(self: Explorer, mode: str):
@@ -395,7 +398,8 @@ def _lane_controls(lx, threshold: float, strategy: str):
     W = widgets
     lx.strategy_buttons = W.ToggleButtons(options=BATCH_STRATEGIES, value=strategy, description="strategy",
                                           style=dict(button_width="70px"))
-    lx.threshold_slider = W.FloatSlider(value=threshold, min=0, max=1, step=0.01, description="exit if ≥",
+    lx.threshold_slider = W.FloatSlider(value=threshold, min=0, max=max(1.0, threshold), step=0.01,
+                                        description="exit if ≥",
                                         continuous_update=False, readout_format=".3f")
     for w in (lx.strategy_buttons, lx.threshold_slider): w.observe(lambda _: lx._rerun(), "value")
 
@@ -418,6 +422,7 @@ class LaneExplorer:
         self.strategy_buttons.value = strategy
     def set_threshold(self, v: float):
         check_fields(threshold=v)
+        self.threshold_slider.max = max(self.threshold_slider.max, v)
         self.threshold_slider.value = v
     def _ipython_display_(self):
         from IPython.display import display

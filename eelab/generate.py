@@ -8,7 +8,7 @@ import functools, math, numbers, time, warnings
 from dataclasses import dataclass, field
 import torch, torch.nn.functional as F
 from fastcore.basics import patch
-from .config import ConfigError
+from .config import ConfigError, check_threshold as threshold_rule
 from .model import ExitLM, WorkMeter
 from . import cost
 from .cost import FlopModel, flop_model
@@ -133,11 +133,9 @@ class Decision:
 # %% ../nbs/04_generate.ipynb #dd720f06
 def _is_real(x) -> bool: return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
-def check_threshold(threshold) -> float:
-    "threshold as a float; ConfigError unless a finite real number >= 0 (0: always exit, > 1: never)."
-    if not _is_real(threshold) or not math.isfinite(threshold) or threshold < 0:
-        raise ConfigError("threshold", threshold, "a finite number >= 0 (0: always exit; > 1: never exit)")
-    return float(threshold)
+def check_threshold(threshold, field: str = "threshold") -> float:
+    "threshold as a float; ConfigError unless it follows eelab.config's one THRESHOLD_RULE (0: always exit)."
+    return threshold_rule(field, threshold)
 
 def _check_sampling(n_new, temperature):
     if not isinstance(n_new, numbers.Integral) or isinstance(n_new, bool) or n_new < 1:
@@ -150,6 +148,8 @@ def check_inputs(model: ExitLM, prompt, n_new, temperature=0.0):
     "ConfigError naming the first bad argument; a warning if the sequence outgrows the training window."
     _check_sampling(n_new, temperature)
     shape = tuple(prompt.shape) if isinstance(prompt, torch.Tensor) else type(prompt).__name__
+    if isinstance(prompt, str):
+        raise ConfigError("prompt", prompt, "token ids, not text: torch.tensor([tokenizer.encode(text)])")
     if not isinstance(prompt, torch.Tensor) or prompt.dim() != 2 or prompt.shape[1] < 1:
         raise ConfigError("prompt", shape, "a (B, P) tensor of token ids with P >= 1 (one row: prompt[None])")
     if prompt.dtype.is_floating_point or prompt.dtype.is_complex or prompt.dtype == torch.bool:

@@ -11,8 +11,8 @@ from .config import ConfigError, CHOICES, atomic_write
 from .report import tables_for, resolve_parameters, ANCHOR
 
 # %% auto #0
-__all__ = ['LAB_EXPERIMENTS', 'repo_root', 'experiment_names', 'notebook_parameters', 'NotebookConfigError', 'run_experiment',
-           'Run', 'plan_runs', 'print_tables', 'run_lab', 'main']
+__all__ = ['LAB_EXPERIMENTS', 'repo_root', 'experiment_names', 'notebook_parameters', 'NotebookConfigError',
+           'local_kernel_manager', 'run_experiment', 'Run', 'plan_runs', 'print_tables', 'run_lab', 'main']
 
 # %% ../nbs/08_lab.ipynb #130e74db
 LAB_EXPERIMENTS = ("001_kv_cache", "002_true_exit")   # what `make lab` runs: the reference's two experiments
@@ -50,7 +50,22 @@ class NotebookConfigError(ConfigError):
 def _check_names(name: str, parameters: dict, known: dict):
     unknown = [k for k in parameters if k not in known]
     if unknown:
-        raise ConfigError(unknown[0], parameters[unknown[0]], f"a parameter of {name}: {', '.join(known)}")
+        raise ConfigError(unknown[0], parameters[unknown[0]], f"a parameter of {name}: {', '.join(known)}",
+                          names=known)
+
+# %% ../nbs/08_lab.ipynb #ac769131
+def local_kernel_manager():
+    "A jupyter kernel manager class: kernels talk over IPC sockets in a temporary folder (TCP on Windows)."
+    import os, tempfile
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+    class LocalKernelManager(AsyncKernelManager):
+        transport = "tcp" if os.name == "nt" else "ipc"
+        @default("ip")
+        def _ip_default(self):         # an absolute path: the kernel's working directory is not the lab's
+            if self.transport != "ipc": return "127.0.0.1"
+            return os.path.join(tempfile.mkdtemp(prefix="eelab-kernel-"), "ipc")
+    return LocalKernelManager
 
 # %% ../nbs/08_lab.ipynb #e9061d3e
 def run_experiment(name: str, out_dir, parameters: dict | None = None, timeout: int | None = None,
@@ -65,7 +80,8 @@ def run_experiment(name: str, out_dir, parameters: dict | None = None, timeout: 
     try:
         pm.execute_notebook(str(nb), str(executed), parameters={**parameters, "out_dir": str(out_dir)},
                             kernel_name="python3", cwd=str(nb.parent), progress_bar=False,
-                            stdout_file=sys.stdout if stream else None, execution_timeout=timeout)
+                            stdout_file=sys.stdout if stream else None, execution_timeout=timeout,
+                            kernel_manager_class=local_kernel_manager())
     except pm.PapermillExecutionError as err:
         if err.ename != "ConfigError": raise
         raise NotebookConfigError(err.evalue, f"in {name}; traceback in {executed}") from None
@@ -91,7 +107,8 @@ def _check_config(run: Run, defaults: dict):
     for k, source in defaults.items():
         try: values[k] = ast.literal_eval(source)
         except (ValueError, SyntaxError): pass                  # not a literal: the notebook checks it
-    resolve_parameters({**values, **run.parameters}, passed=set(run.parameters) - {"smoke"})
+    passed = set(run.parameters) - {"smoke"} | {"out_dir"}          # as in the run: out_dir is always passed
+    resolve_parameters({**values, **run.parameters}, passed=passed)
 
 # %% ../nbs/08_lab.ipynb #d5433812
 def _shared_parameters(experiments, params: dict) -> dict:
@@ -102,7 +119,8 @@ def _shared_parameters(experiments, params: dict) -> dict:
     every = list(dict.fromkeys(k for names in known.values() for k in names if k != "out_dir"))
     for k, v in params.items():
         if not any(k in names for names in known.values()):
-            raise ConfigError(k, v, f"a parameter of {', '.join(experiments)}: {', '.join(every)}")
+            allowed = f"a parameter of {', '.join(experiments)}: {', '.join(every)}"
+            raise ConfigError(k, v, allowed, names=every)
     return known
 
 # %% ../nbs/08_lab.ipynb #1c958c95

@@ -12,10 +12,11 @@ from .config import ExperimentConfig, ConfigError, config_from_params, SMOKE, at
 from .cost import WorkMeter, reference_cost
 
 # %% auto #0
-__all__ = ['REFERENCE', 'ANCHOR', 'SMOKE_RUN', 'REFERENCE_COLUMN', 'ANCHOR_COLUMN', 'EXIT_COLOURS', 'TABLES', 'passed_parameters',
-           'read_parameters', 'in_test', 'resolve_parameters', 'spread', 'time_interleaved', 'fake_exit_over_split',
-           'side_by_side', 'eelab_column', 'pct', 'exit_strip', 'plain', 'write_results', 'reported_prompt',
-           'common_results', 'training_table', 'exp001_table', 'true_exit_table', 'speed_table', 'comparison_table',
+__all__ = ['REFERENCE', 'ANCHOR', 'SMOKE_RUN', 'REFERENCE_COLUMN', 'ANCHOR_COLUMN', 'EXIT_COLOURS', 'SMOKE_FINDINGS',
+           'NOISE_FACTOR', 'MIN_ROUNDS', 'TABLES', 'passed_parameters', 'read_parameters', 'in_test', 'smoke_default',
+           'resolve_parameters', 'spread', 'time_interleaved', 'fake_exit_over_split', 'side_by_side', 'eelab_column',
+           'pct', 'exit_strip', 'plain', 'write_results', 'reported_prompt', 'common_results', 'findings',
+           'training_table', 'timing_verdict', 'exp001_table', 'true_exit_table', 'speed_table', 'comparison_table',
            'flaws_table', 'tables_for']
 
 # %% ../nbs/07_report.ipynb #0d333a9e
@@ -57,7 +58,7 @@ def read_parameters(namespace: dict, before: set) -> tuple[dict, set]:
     unknown = sorted(passed - set(params))
     if unknown:
         allowed = f"a parameter of this notebook: {', '.join(params)}"
-        raise ConfigError(unknown[0], namespace.get(unknown[0]), allowed)
+        raise ConfigError(unknown[0], namespace.get(unknown[0]), allowed, names=params)
     return params, passed
 
 # %% ../nbs/07_report.ipynb #1e5ceee2
@@ -65,13 +66,19 @@ SMOKE_RUN = dict(new_tokens=16, timing_repeats=3, warmup=1)   # notebook paramet
 
 def in_test() -> bool: return bool(os.environ.get("IN_TEST"))
 
+def smoke_default(passed) -> bool:
+    """What `smoke=None` means: a full run only when papermill passed parameters (`eelab-lab`, `make lab`);
+    a smoke run under nbdev_test and in an interactive session, so Run All never starts a long run unasked."""
+    return in_test() or not passed
+
 def _config_extra(params: dict) -> dict:
     "The `config` parameter: a dict of any other ExperimentConfig fields, checked by name."
     extra = params.get("config") or {}
     if not isinstance(extra, dict): raise ConfigError("config", extra, "a dict of ExperimentConfig fields")
     known = [f.name for f in fields(ExperimentConfig)]
     for k in extra:
-        if k not in known: raise ConfigError(k, extra[k], f"a known field; known fields: {', '.join(known)}")
+        if k not in known:
+            raise ConfigError(k, extra[k], f"a known field; known fields: {', '.join(known)}", names=known)
     return extra
 
 # %% ../nbs/07_report.ipynb #79447d12
@@ -79,7 +86,7 @@ def resolve_parameters(params: dict, passed=(), smoke_run: dict | None = None):
     """(config: ExperimentConfig, run parameters: dict, smoke: bool) from a notebook's parameters. In a smoke
     run, smoke values replace every parameter except those in `passed` (set explicitly); `smoke_run` adds the
     notebook's own smoke values."""
-    smoke = in_test() if params.get("smoke") is None else bool(params["smoke"])
+    smoke = smoke_default(passed) if params.get("smoke") is None else bool(params["smoke"])
     run = {k: v for k, v in params.items() if k != "config"}
     if smoke:
         run.update({k: v for k, v in {**SMOKE, **SMOKE_RUN, **(smoke_run or {})}.items() if k not in passed})
@@ -201,6 +208,17 @@ def common_results(experiment: str, smoke: bool, parameters: dict, cfg, trained,
                 training=_training(trained, train_wall),
                 metrics=dict(trained.metrics), reference=REFERENCE, anchor=ANCHOR)
 
+# %% ../nbs/07_report.ipynb #907fa62d
+SMOKE_FINDINGS = ("**Smoke run.** A tiny model on the synthetic corpus, trained for seconds: these answers "
+                  "show how each question is answered, not the lab's result. Set `smoke = False` in the "
+                  "parameters cell (or run `eelab-lab`) for the full run.")
+
+def findings(answers: list[str], smoke: bool):
+    "The 'What we found' answers as Markdown, numbered as the questions were; a smoke run says so first."
+    from IPython.display import Markdown
+    numbered = "\n".join(f"{i}. {a}" for i, a in enumerate(answers, 1))
+    return Markdown((SMOKE_FINDINGS + "\n\n" if smoke else "") + numbered)
+
 # %% ../nbs/07_report.ipynb #faec8387
 def _change(a, b): return f"{100 * (b - a) / a:+.1f}%"
 
@@ -208,17 +226,34 @@ def training_table(results: dict):
     "The reference's training table: PPL, Acc, Hard PPL per phase, threshold and epochs."
     rep, tr = results["metrics"]["reported"], results["training"]
     def same(x): return x
+    used = tr.get("exit_threshold_used", tr["threshold"])                # -p exit_threshold, when it was set
+    used = [] if used == tr["threshold"] else [("Exit threshold used (exit_threshold)", None, None, used)]
     rows = [(f"Phase {p} {name}", *(fmt(src[f"phase{p}"][k]) for src in (REFERENCE, ANCHOR, rep)))
             for name, k, fmt in (("PPL", "ppl", same), ("Acc", "acc", pct), ("Hard PPL", "hard_ppl", same))
             for p in (1, 2)]
     return side_by_side(rows + [
         ("Hard PPL change", "-75.8%", "-60.3%",
          _change(rep["phase1"]["hard_ppl"], rep["phase2"]["hard_ppl"])),
-        ("Exit threshold", REFERENCE["threshold"], ANCHOR["threshold"], tr["threshold"]),
+        ("Exit threshold mined in training", REFERENCE["threshold"], ANCHOR["threshold"], tr["threshold"]),
+        *used,
         ("Epochs run (best), phase 1", None, "3 (2)", "{} ({})".format(*tr["epochs"]["phase1"])),
         ("Epochs run (best), phase 2", None, "5 (2)", "{} ({})".format(*tr["epochs"]["phase2"])),
         ("Metrics on split", "validation", "validation", rep["split"]),
     ], columns=(REFERENCE_COLUMN, ANCHOR_COLUMN, eelab_column(results)))
+
+# %% ../nbs/07_report.ipynb #bdf256a1
+NOISE_FACTOR = 1.5    # a timing ratio whose IQR spans more than this factor (q3 / q1) is noise, not a result
+MIN_ROUNDS = 5        # fewer interleaved rounds than this: noise, whatever the IQR says
+
+def timing_verdict(r: dict, what: str = "speedup") -> str:
+    "A spread of ratios (`spread`: median, q1, q3, repeats) in words: noise, no difference, faster, slower."
+    m, q1, q3, n = r["median"], r["q1"], r["q3"], r.get("repeats", MIN_ROUNDS)
+    iqr = f"median {m:.2f}x, IQR {q1:.2f}-{q3:.2f}"
+    if n < MIN_ROUNDS: return f"noise ({what} {iqr} from {n} rounds: too few to be a result)"
+    if q1 <= 0 or q3 / q1 > NOISE_FACTOR:
+        return f"noise ({what} {iqr}: the IQR spans more than {NOISE_FACTOR}x)"
+    if q1 <= 1 <= q3: return f"no measurable difference ({what} {iqr} includes 1x)"
+    return f"{m:.2f}x {'faster' if q1 > 1 else 'slower'} ({what} IQR {q1:.2f}-{q3:.2f})"
 
 # %% ../nbs/07_report.ipynb #d7aed913
 def exp001_table(results: dict):
@@ -228,7 +263,7 @@ def exp001_table(results: dict):
     return side_by_side([
         ("KV cache speedup (no cache / cached time)", f"{REFERENCE['kv_speedup']:.2f}x (1 run)",
          f"{ANCHOR['kv_speedup_median']:.2f}x (median; 1 run: {ANCHOR['kv_speedup_single']:.2f}x)",
-         f"{sp['median']:.2f}x (median of {sp['repeats']}, IQR {sp['q1']:.2f}-{sp['q3']:.2f})"),
+         f"{timing_verdict(sp)}, {sp['repeats']} rounds"),
         ("Same tokens with and without cache", None, None, str(kv["same_tokens"])),
         ("Fake exit shallow ratio (whole split)", pct(REFERENCE["fake_shallow_ratio"]),
          pct(ANCHOR["fake_shallow_ratio"]), pct(fake["over_split"]["shallow_ratio"])),
@@ -275,7 +310,7 @@ def speed_table(results: dict):
         ("Speedup of early exit (standard / early-exit time; >1 = faster)",
          f"{REFERENCE['early_exit_speedup']:.2f}x",
          f"{ANCHOR['early_exit_speedup_median']:.3f}x (median of 20 rounds)",
-         f"{r['median']:.2f}x (median of per-round ratios; IQR {r['q1']:.2f}-{r['q3']:.2f})"),
+         f"{timing_verdict(r)}; median of per-round ratios"),
         ("Ratio of the median times", f"{REFERENCE['standard_s'] / REFERENCE['early_exit_s']:.2f}x", None,
          f"{std / early:.2f}x"),
         ("Speedup spread", "1 run (a rerun: 1.17x)", "0.90-1.11 (min-max)",

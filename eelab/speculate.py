@@ -13,7 +13,7 @@ from .model import EarlyExitLM, ExitLM, WorkMeter
 from .cost import flop_model
 from .cache import KVCache
 from .estimators import ExitState, as_estimator
-from .generate import GenerationResult, Step, check_inputs, prefill, run_timed
+from .generate import GenerationResult, Step, check_inputs, check_threshold, prefill, run_timed
 
 # %% auto #0
 __all__ = ['accepts', 'residual', 'inverse_cdf', 'speculative_accept', 'greedy_accept', 'VerifyPass', 'Speculation', 'draft_step',
@@ -65,9 +65,7 @@ def _check_args(model, prompt, n_new, draft_len, exit_layer, temperature, draft_
         raise ConfigError("prompt", f"batch of {prompt.shape[0]}", "batch size 1 (one (1, P) prompt)")
     if isinstance(draft_len, bool) or not isinstance(draft_len, numbers.Integral) or draft_len < 1:
         raise ConfigError("draft_len", draft_len, "an int >= 1 (tokens drafted per verify pass, at most)")
-    th = draft_threshold
-    if th is not None and (isinstance(th, bool) or not isinstance(th, numbers.Real) or not 0 <= th <= 1):
-        raise ConfigError("draft_threshold", th, "None (fixed draft length) or a number in [0, 1]")
+    if draft_threshold is not None: check_threshold(draft_threshold, "draft_threshold")   # None: fixed length
     return model.early_exit(exit_layer)                                 # an exit below the top
 
 # %% ../nbs/11_speculate.ipynb #793bc121
@@ -318,7 +316,7 @@ def self_speculative(model: ExitLM, prompt: torch.Tensor, n_new: int, draft_len:
 def _estimator(estimator, model, draft_threshold):
     if draft_threshold is None:
         if estimator is not None:
-            raise ConfigError("draft_threshold", None, "a number in [0, 1] when an estimator is given")
+            raise ConfigError("draft_threshold", None, "a threshold when an estimator is given")
         return None
     return as_estimator(estimator, model)
 

@@ -21,7 +21,7 @@ FLOORS = [
     ["speculate", "exits", "hf"],
     ["batch"],  # batched self-speculation uses speculate's acceptance rules
     ["checkpoint", "calibrate", "trace"],
-    ["train", "report", "render"],  # one floor: the report and the explorer's drawing do not need the trainer
+    ["train", "report", "render", "exercises"],  # none of them needs the trainer but train itself
     ["analysis", "bench_spec", "bench_rows", "explorer"],  # trained runs compared; the bench's spec and rows
     ["bench_profile", "bench_report"],
     ["bench_decode", "bench_train"],

@@ -171,7 +171,7 @@ def test_draft_table_matches_self_speculation():
     assert cal.threshold == 0.0 and cal.consistency == "draft_waste"
     assert cal.speculation["acceptance_rate"] == sum(r.accepted for r in runs) / sum(r.drafted for r in runs)
     assert cal.speculation["tokens_per_pass"] == 30 / sum(len(r.passes) for r in runs)
-    with pytest.raises(ConfigError, match="grid"): draft_table(model, w, grid=[1.5])
+    with pytest.raises(ConfigError, match="grid"): draft_table(model, w, grid=[-0.5])
     with pytest.raises(ConfigError, match="delta"): calibrate_draft(model, w, delta=0)
 
 

@@ -79,7 +79,7 @@ def test_bad_arguments_name_the_field(name, bad):
         Explorer(tiny(), TOK, **{"n_new": 4, name: bad})
 
 
-BAD_SETS = [("set_n_new", -5), ("set_threshold", 1.5), ("set_threshold", float("nan")), ("set_mode", "fast"),
+BAD_SETS = [("set_n_new", -5), ("set_threshold", -1.5), ("set_threshold", float("nan")), ("set_mode", "fast"),
             ("set_prompt", None)]
 
 
@@ -273,7 +273,7 @@ def test_batch_lanes_wanted_versus_ran():
         lx.set_strategy("any")
     with pytest.raises(ConfigError, match="prompts="):
         LaneExplorer(model, TOK, prompts="romeo:")
-    for name, bad in (("n_new", 0), ("threshold", 1.5), ("temperature", -1.0), ("seed", -1)):
+    for name, bad in (("n_new", 0), ("threshold", -1.5), ("temperature", -1.0), ("seed", -1)):
         with pytest.raises(ConfigError, match=f"{name}="):           # its own checks, one per argument
             LaneExplorer(model, TOK, prompts=prompts, **{name: bad})
     with pytest.raises(ConfigError, match="threshold="):

@@ -155,5 +155,6 @@ def test_speed_table_shows_one_consistent_pair():
     assert table.loc["Standard (cached) generation: time", col].startswith("0.2843 s")
     assert table.loc["Early-exit generation: time", col].startswith("0.4452 s")
     speedup = table.index[table.index.str.startswith("Speedup of early exit")][0]
-    assert table.loc[speedup, col].startswith("0.64x") and ">1 = faster" in speedup
+    assert "0.64x" in table.loc[speedup, col] and ">1 = faster" in speedup
+    assert table.loc[speedup, col].startswith("noise")            # 3 rounds: too few to be a result
     assert table.loc["Ratio of the median times", col] == "0.64x"

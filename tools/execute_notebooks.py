@@ -15,11 +15,16 @@ churn when a notebook is executed again, so the outputs are normalised:
   warnings with local paths) is dropped; adjacent chunks of printed text are merged into one output
   (how the kernel splits them depends on timing).
 
+Plotly figures are kept twice: as plotly's own JSON (JupyterLab, VS Code) and as a small HTML view that
+loads plotly.js from its CDN (nbviewer). The kernel talks over local IPC sockets (`eelab.lab`), so
+ipykernel has no unencrypted TCP to warn about. Each notebook's wall time is printed: the minutes of the
+notebook table in index.ipynb are these (on a shared 2-core machine: noisy, rounded up).
+
 A cell that raises stops the run and leaves that notebook unchanged on disk.
 """
 from __future__ import annotations
 
-import json, os, re, subprocess, sys
+import json, os, re, subprocess, sys, time
 from pathlib import Path
 
 import nbformat
@@ -28,6 +33,7 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 WIDGET = "application/vnd.jupyter.widget-view+json"
 WIDGET_NOTE = "[interactive widget: run the notebook to use it; a static view follows where there is one]"
+SETUP = "import plotly.io as _pio\n_pio.renderers.default = 'plotly_mimetype+notebook_connected'\ndel _pio"
 TIME_UNITS = r"(?:ms|µs|us|ns|s|sec|seconds|tokens/s|tok/s)"
 MASKS = [
     (re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*(?:e-?\d+)?(\s?)(" + TIME_UNITS + r")(?![\w/])"), r"<t>\1\2"),
@@ -93,12 +99,16 @@ def skipped(cell) -> bool:
 
 def execute(path: Path, timeout: int = 900) -> int:
     "Run the notebook, normalise its outputs, write it back; the number of outputs kept."
+    from eelab.lab import local_kernel_manager
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            kernel_manager_class=local_kernel_manager(),
                             resources={"metadata": {"path": str(path.parent)}})
+    nb.cells.insert(0, nbformat.v4.new_code_cell(SETUP))                # taken out again below
     with client.setup_kernel():
         for i, cell in enumerate(nb.cells):
             if not skipped(cell): client.execute_cell(cell, i)
+    del nb.cells[0]
     renumber, kept = Renumber(), 0
     for cell in nb.cells:
         if cell.cell_type != "code": continue
@@ -118,7 +128,9 @@ def main(argv: list[str]) -> int:
     for arg in argv:
         path = Path(arg).resolve()
         if not path.exists(): raise SystemExit(f"{arg}: no such notebook")
-        print(f"{arg}: {execute(path)} outputs", flush=True)
+        start = time.perf_counter()
+        kept = execute(path)
+        print(f"{arg}: {kept} outputs, {time.perf_counter() - start:.0f} s", flush=True)
     return 0
 
 
