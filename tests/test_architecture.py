@@ -99,17 +99,10 @@ def private_imports(name: str, source: str | None = None) -> list[str]:
     return found
 
 
-# Being removed on another branch (bench's trainer-step benchmark over a public step from train); this list
-# must shrink to empty at that merge: a stale entry fails below.
-PENDING = {f"bench imports {n} from train" for n in ("_Progress", "_adamw", "_joint_loss", "_lm_loss",
-                                                      "_run_epoch", "_step_fn")}
-
-
 def test_no_private_imports_across_modules():
     "A module uses another's public names only: a private name may change without notice (issue 20)."
-    found = {line for m in modules() for line in private_imports(m)}
-    assert not found - PENDING, "\n".join(sorted(found - PENDING))
-    assert not PENDING - found, f"fixed, remove from PENDING: {sorted(PENDING - found)}"
+    found = sorted(line for m in modules() for line in private_imports(m))
+    assert not found, "\n".join(found)
 
 
 def test_the_private_import_check_can_fail():
