@@ -85,10 +85,9 @@ def hf_config_of(c, exit_layers=()) -> HFConfig:
 
 # %% ../nbs/12_hf.ipynb #5bbda845
 def attend(q, k, v, scale: float, mask=None, causal: bool = False) -> torch.Tensor:
-    "Attention of q (B, nh, T, hs) over k, v (B, nkv, S, hs), GQA heads repeated; -> (B, T, nh*hs)."
-    groups = q.shape[1] // k.shape[1]
-    k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)    # (B, nh, S, hs)
-    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale)
+    "Attention of q (B, nh, T, hs) over k, v (B, nkv, S, hs), each K/V head shared by nh/nkv queries."
+    gqa = q.shape[1] != k.shape[1]                  # the kernel shares the heads: no (B, nh, S, hs) copies
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale, enable_gqa=gqa)
     # y: (B, nh, T, hs)
     B, nh, T, hs = y.shape
     return y.transpose(1, 2).reshape(B, T, nh * hs)
