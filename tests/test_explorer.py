@@ -107,7 +107,7 @@ def test_live_generation_time_excludes_drawing_and_delays():
     # breaks if the live run's "generation time" includes the redraws and the sleeps between tokens
     ex = Explorer(tiny(), TOK, n_new=8, threshold=0.05)
     ex.run_live(delay=0.05)
-    assert ex.trace.seconds < 8 * 0.05 and ex.trace.seconds <= ex.result.seconds
+    assert ex.result.seconds - ex.trace.seconds >= 8 * 0.05           # the sleeps were taken out (no budget)
     assert f"{ex.trace.seconds * 1000:.0f} ms, 8 tokens (model only)" in ex.counters_html.value
 
 
