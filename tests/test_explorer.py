@@ -78,7 +78,7 @@ def test_bad_arguments_name_the_field(name, bad):
         Explorer(tiny(), TOK, **{"n_new": 4, name: bad})
 
 
-BAD_SETS = [("set_n_new", -5), ("set_threshold", 1.5), ("set_threshold", float("nan")), ("set_mode", "fast"),
+BAD_SETS = [("set_n_new", -5), ("set_threshold", -0.5), ("set_threshold", float("nan")), ("set_mode", "fast"),
             ("set_prompt", None)]
 
 
@@ -90,6 +90,13 @@ def test_setters_name_the_field(setter, bad):
     with pytest.raises(ConfigError, match=setter.removeprefix("set_") + "="):
         getattr(ex, setter)(bad)
     assert torch.equal(ex.result.tokens, before)
+
+
+def test_a_threshold_above_one_never_exits_and_the_slider_keeps_it():
+    # breaks if the slider clamps a "never exit" threshold (eelab.config's one rule allows any value >= 0)
+    ex = Explorer(tiny(), TOK, n_new=4, threshold=0.05)
+    ex.set_threshold(2.0)
+    assert ex.threshold == 2.0 and ex.result.shallow_count == 0
 
 
 def test_counters_show_the_current_regeneration():
