@@ -7,9 +7,8 @@ import math
 import pytest, torch
 from eelab.config import ConfigError
 from eelab.estimators import Saturation
-from eelab.explorer import Explorer, load_explorer_model, asset_path
-from eelab.trace import record, SpecTrace, Trace
-from eelab.render import exit_colours, legend_html, SHALLOW, DEEP, SKIPPED, DISCARDED
+from eelab.explorer import (Explorer, record, exit_colours, legend_html, load_explorer_model, asset_path,
+                            SHALLOW, DEEP, SKIPPED, DISCARDED)
 from eelab.generate import generate
 from eelab.model import EarlyExitLM, ModelConfig
 from eelab.data import CharTokenizer
@@ -79,7 +78,7 @@ def test_bad_arguments_name_the_field(name, bad):
         Explorer(tiny(), TOK, **{"n_new": 4, name: bad})
 
 
-BAD_SETS = [("set_n_new", -5), ("set_threshold", -1.5), ("set_threshold", float("nan")), ("set_mode", "fast"),
+BAD_SETS = [("set_n_new", -5), ("set_threshold", -0.5), ("set_threshold", float("nan")), ("set_mode", "fast"),
             ("set_prompt", None)]
 
 
@@ -91,6 +90,13 @@ def test_setters_name_the_field(setter, bad):
     with pytest.raises(ConfigError, match=setter.removeprefix("set_") + "="):
         getattr(ex, setter)(bad)
     assert torch.equal(ex.result.tokens, before)
+
+
+def test_a_threshold_above_one_never_exits_and_the_slider_keeps_it():
+    # breaks if the slider clamps a "never exit" threshold (eelab.config's one rule allows any value >= 0)
+    ex = Explorer(tiny(), TOK, n_new=4, threshold=0.05)
+    ex.set_threshold(2.0)
+    assert ex.threshold == 2.0 and ex.result.shallow_count == 0
 
 
 def test_counters_show_the_current_regeneration():
@@ -107,7 +113,7 @@ def test_live_generation_time_excludes_drawing_and_delays():
     # breaks if the live run's "generation time" includes the redraws and the sleeps between tokens
     ex = Explorer(tiny(), TOK, n_new=8, threshold=0.05)
     ex.run_live(delay=0.05)
-    assert ex.result.seconds - ex.trace.seconds >= 8 * 0.05           # the sleeps were taken out (no budget)
+    assert ex.trace.seconds < 8 * 0.05 and ex.trace.seconds <= ex.result.seconds
     assert f"{ex.trace.seconds * 1000:.0f} ms, 8 tokens (model only)" in ex.counters_html.value
 
 
@@ -179,7 +185,7 @@ def test_shipped_checkpoint():
 
 def test_static_view_needs_no_javascript():
     # breaks if the static fallback depends on plotly.js (GitHub shows no JavaScript): it must be a plain SVG
-    from eelab.render import trace_svg
+    from eelab.explorer import trace_svg
     ex = Explorer(tiny(), TOK, n_new=10, threshold=0.05)
     svg = trace_svg(ex.trace)
     assert svg.startswith("<svg") and "<script" not in svg
@@ -190,7 +196,7 @@ def test_static_view_needs_no_javascript():
 def test_self_spec_mode_draws_the_results_accept_pattern(temperature):
     # breaks if the colours, struck-out drafts, verify blocks or counters are re-derived instead of being the
     # result's own accept pattern (eelab.speculate), or if the greedy text is not the full model's
-    from eelab.render import ACCEPTED, VERIFIED
+    from eelab.explorer import ACCEPTED, VERIFIED
     model = tiny()
     ex = Explorer(model, TOK, prompt="romeo:", n_new=30, mode="self-spec", temperature=temperature,
                   draft_len=3)
@@ -247,9 +253,7 @@ def test_self_spec_controls_and_replay():
 def test_batch_lanes_wanted_versus_ran():
     # breaks if a lane's colours are not its row's exits, if "ran the upper layers" is not what the rows
     # counted (eelab.batch's row_work), or if the counters do not show why `all` stops saving
-    from eelab.explorer import LaneExplorer
-    from eelab.trace import lane_counters
-    from eelab.render import LANE_CODES
+    from eelab.explorer import LaneExplorer, lane_counters, LANE_CODES
     model = tiny()
     prompts = ["romeo:", "juliet: a", "king", "the queen: o"]
     lx = LaneExplorer(model, TOK, prompts=prompts, n_new=12, threshold=0.07, strategy="all")
@@ -273,11 +277,6 @@ def test_batch_lanes_wanted_versus_ran():
         lx.set_strategy("any")
     with pytest.raises(ConfigError, match="prompts="):
         LaneExplorer(model, TOK, prompts="romeo:")
-    for name, bad in (("n_new", 0), ("threshold", -1.5), ("temperature", -1.0), ("seed", -1)):
-        with pytest.raises(ConfigError, match=f"{name}="):           # its own checks, one per argument
-            LaneExplorer(model, TOK, prompts=prompts, **{name: bad})
-    with pytest.raises(ConfigError, match="threshold="):
-        lx.set_threshold(float("nan"))
 
 
 def test_calibrated_preset_moves_the_slider_and_states_the_guarantee():
@@ -329,83 +328,3 @@ def test_explorer_loads_a_trained_run_and_names_the_command_when_missing(private
     x = torch.randint(0, tokenizer.vocab_size, (1, 8))
     for e, logits in model(x).items():
         assert torch.equal(logits, run.model.eval()(x)[e])
-
-
-def test_old_names_still_import_from_the_explorer():
-    # breaks if splitting the explorer (trace, render, widgets) broke `from eelab.explorer import ...`
-    import eelab.explorer as ex, eelab.render as render, eelab.trace as trace
-    moved = {"record": trace, "Trace": trace, "TokenStep": trace, "add_step": trace, "Lanes": trace,
-             "record_lanes": trace, "lane_counters": trace, "BATCH_PROMPTS": trace, "trace_figure": render,
-             "trace_svg": render, "exit_colours": render, "legend_html": render, "spec_legend_html": render,
-             "guarantee_text": render, "lanes_figure": render, "lanes_html": render,
-             "lanes_counters_html": render, "SHALLOW": render, "LANE_CODES": render}
-    for name, home in moved.items():
-        assert getattr(ex, name) is getattr(home, name) and name in ex.__all__, name
-
-
-@pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_self_spec_trace_is_the_results_own(temperature):
-    # breaks if a self-spec trace is not its own type, if its passes / accept pattern are not the result's,
-    # or if the live reading (speculate's on_step contract) drifts from what the result says at the end
-    model = tiny()
-    partials = []
-    trace, res = record(model, TOK, "romeo:", 25, "self_speculative", temperature=temperature, seed=2,
-                        draft_len=3, on_step=partials.append)
-    assert isinstance(trace, SpecTrace) and trace.passes == res.passes and trace.draft_len == 3
-    assert trace.from_draft == res.from_draft[0].tolist() and trace.pass_index == res.pass_index[0].tolist()
-    assert sum(map(len, trace.rejected)) == res.drafted - res.accepted
-    assert all(isinstance(p, SpecTrace) and not p.done and p.passes == [] for p in partials)
-    assert partials[-1].from_draft == trace.from_draft and partials[-1].pass_index == trace.pass_index
-    assert all(type(i) is int for p in partials for i in p.pass_index)         # a pass number, never a bool
-    plain, _ = record(model, TOK, "romeo:", 25, "true_exit", 0.05)
-    assert type(plain) is Trace and not hasattr(plain, "from_draft")
-
-
-def test_spec_options_reach_self_speculative():
-    # breaks if the explorer drops spec_options, passes them to the other modes, or lets them clash with
-    # its own controls; the trace records what the run reports (its draft exit) and what it was given
-    model = tiny((1, 2, 4))
-    ex = Explorer(model, TOK, prompt="romeo:", n_new=16, mode="self-spec", temperature=0.0,
-                  spec_options={"exit_layer": 2})
-    assert ex.result.shallow_exit == ex.trace.shallow_exit == 2 and ex.trace.options == {"exit_layer": 2}
-    blocks = [s for s in ex.fig.layout.shapes if s.name.startswith("verify pass")]
-    assert {(b.y0, b.y1) for b in blocks} == {(2.5, 4.5)}     # verified above the exit it drafted at
-    default = Explorer(model, TOK, prompt="romeo:", n_new=16, mode="self-spec", temperature=0.0)
-    assert default.result.shallow_exit == default.trace.shallow_exit == 1 and default.trace.options == {}
-    assert torch.equal(ex.result.tokens, default.result.tokens)     # lossless either way
-    ex.set_mode("true exit")
-    assert ex.result.method == "true_exit" and ex.result.shallow_exit == 1   # self-spec's only
-    with pytest.raises(ConfigError, match="exit_layer="):
-        Explorer(model, TOK, n_new=4, mode="self-spec", spec_options={"exit_layer": 4})
-    for bad in ({"draft_len": 2}, [("exit_layer", 2)]):
-        with pytest.raises(ConfigError, match="spec_options="):
-            Explorer(model, TOK, n_new=4, spec_options=bad)
-    with pytest.raises(ConfigError, match="method="):
-        record(model, TOK, "romeo:", 4, "true_exit", exit_layer=2)
-
-
-def test_widgets_show_the_renderers_output():
-    # breaks if the explorer draws anything but eelab.render's pure functions of its trace
-    from eelab.render import text_html, counters_html, trace_legend_html, figure_parts, trace_figure
-    for mode in ("true exit", "self-spec"):
-        ex = Explorer(tiny(), TOK, n_new=12, threshold=0.05, mode=mode, temperature=0.0)
-        ex.play_to(7)
-        assert ex.text.value == text_html(ex.trace, 7)
-        assert ex.counters_html.value == counters_html(ex.trace, 7, redraw_seconds=ex.redraw_seconds)
-        assert ex.legend.value == trace_legend_html(ex.trace, ex.colours)
-        parts = figure_parts(ex.trace, 7, ex.colours)
-        assert list(ex.fig.data[0].marker.color) == parts["bars"]["marker"]["color"]
-        assert [list(r) for r in ex.fig.data[1].z] == parts["strip"]["z"]
-        assert len(trace_figure(ex.trace, 7).layout.shapes) == len(ex.fig.layout.shapes)
-
-
-def test_lanes_read_what_ran_from_the_counted_work():
-    # breaks if a step's counted work that fits no strategy (neither the whole batch nor its deep rows ran
-    # the upper layers) is drawn instead of refused
-    from eelab.cost import WorkMeter
-    from eelab.trace import upper_from_work
-    deep = torch.tensor([[True, False], [False, False]])                       # (B=2, n=2), e=2, L=4
-    ran = upper_from_work([WorkMeter(layer_forwards=4 + 2), WorkMeter(layer_forwards=4 + 4)], deep, 2, 4)
-    assert ran.tolist() == [[True, True], [False, True]]
-    with pytest.raises(ValueError, match="neither all"):
-        upper_from_work([WorkMeter(layer_forwards=4 + 2)], deep[:, 1:], 2, 4)
