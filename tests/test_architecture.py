@@ -16,7 +16,7 @@ FLOORS = [
     ["config"],
     ["data", "cost"],
     ["model"],
-    ["cache", "estimators"],
+    ["cache", "estimators", "losses"],
     ["generate"],
     ["speculate", "exits", "hf", "batch"],
     ["checkpoint", "calibrate"],
