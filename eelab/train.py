@@ -7,114 +7,19 @@ from __future__ import annotations
 import contextlib, math, sys, time
 from dataclasses import asdict, dataclass
 import torch
-import torch.nn.functional as F
 from .config import ExperimentConfig, ConfigError, RECIPES, CHOICES, seed_everything, pick_device
 from .config import smoke_config  # noqa: F401  (moved to eelab.config; still importable from here)
 from .data import load_corpus, iterate_batches
 from .model import EarlyExitLM, ModelConfig, extend
+from .losses import (fused_linear_cross_entropy, token_stats, ppl, layer_drop_probs, layer_keep_masks,
+                          joint_hidden, exit_weights, distill_loss)
 from .checkpoint import (TrainedRun, state_tensors, load_tensors, save_model, load_model, save_progress,
                               load_progress, checkpoint_dir, run_lock, has_run, load_run, exit_threshold)
 
 # %% auto #0
-__all__ = ['JOINT_STEP', 'fused_linear_cross_entropy', 'token_stats', 'ppl', 'TrainingInterrupted', 'TrainStep', 'train_phase',
-           'length_one_ppl', 'hard_token_weights', 'evaluate_split', 'train_two_phase', 'layer_drop_probs',
-           'layer_keep_masks', 'joint_hidden', 'exit_weights', 'distill_loss', 'FirstStep', 'first_step',
-           'shallow_part', 'train_joint', 'cli_config', 'run_seconds', 'run_table', 'main']
-
-# %% ../nbs/05_train.ipynb #6a9f29b8
-def _chunk_loss_and_grad(hc, weight, yc, wc, need_grad: bool = True):
-    "Loss of one chunk, and d loss / d logits (c, V) if `need_grad`, in one pass over the chunk's logits."
-    logits = (hc @ weight.t()).float()                                # (c, V), fp32 (bf16: a copy)
-    target_logit = logits.gather(1, yc[:, None]).squeeze(1)           # (c,)
-    top = logits.amax(1, keepdim=True)
-    probs = logits.sub_(top).exp_()                                   # in place: the one exp pass
-    z = probs.sum(1, keepdim=True)
-    loss = (wc * (z.log().squeeze(1) + top.squeeze(1) - target_logit)).sum()
-    if not need_grad: return loss, None
-    grad_logits = probs.mul_(wc[:, None] / z)                         # weight * (softmax ...
-    grad_logits[torch.arange(len(yc), device=hc.device), yc] -= wc   # ... - onehot), one pass
-    return loss, grad_logits
-
-# %% ../nbs/05_train.ipynb #ecb385e8
-def _compute_dtype(h) -> torch.dtype:
-    "bf16 (or the autocast dtype) under autocast on h's device, else h's own dtype."
-    device = h.device.type
-    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else h.dtype
-
-def _add_grad_w(grad_w, grad_logits, hc):
-    "grad_w (V, C) += grad_logits.T @ hc, summed in grad_w's dtype (fp32)."
-    if grad_logits.dtype == grad_w.dtype: grad_w.addmm_(grad_logits.t(), hc)
-    else: grad_w += (grad_logits.t() @ hc).to(grad_w.dtype)
-
-# %% ../nbs/05_train.ipynb #3f747ad8
-class _FusedLinearCrossEntropy(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, h, weight, targets, token_weights, chunk):
-        # h (N, D) hidden states, weight (V, D) head, targets (N,), token_weights (N,) summing to 1
-        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_h = torch.empty_like(h) if need_h else None
-        grad_w = torch.zeros_like(weight) if need_w else None              # fp32: dW sums in fp32
-        loss = torch.zeros((), dtype=torch.float32, device=h.device)
-        dtype = _compute_dtype(h)
-        with torch.autocast(h.device.type, enabled=False):
-            h_c, w_c = h.to(dtype), weight.to(dtype)                         # bf16 copies under autocast
-            for s in range(0, h.shape[0], chunk):
-                hc = h_c[s:s + chunk]
-                yc, wc = targets[s:s + chunk], token_weights[s:s + chunk]
-                chunk_loss, grad_logits = _chunk_loss_and_grad(hc, w_c, yc, wc, need_h or need_w)
-                loss += chunk_loss
-                if need_h: grad_h[s:s + chunk] = grad_logits.to(dtype) @ w_c
-                if need_w: _add_grad_w(grad_w, grad_logits.to(dtype), hc)
-        ctx.save_for_backward(grad_h, grad_w)
-        return loss
-
-    @staticmethod
-    def backward(ctx, grad_loss):
-        grad_h, grad_w = ctx.saved_tensors
-        if grad_loss.device.type == "cpu" and grad_loss.item() == 1.0:   # the usual case: skip a pass
-            return grad_h, grad_w, None, None, None
-        scaled = [None if g is None else g * grad_loss for g in (grad_h, grad_w)]
-        return (*scaled, None, None, None)
-
-# %% ../nbs/05_train.ipynb #2bb8e270
-def fused_linear_cross_entropy(h, weight, targets, token_weights=None, chunk: int = 64):
-    "Mean (or token_weights-weighted) cross-entropy of logits h @ weight.T, never materialising them."
-    h, targets = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
-    if token_weights is None:
-        token_weights = torch.full(targets.shape, 1.0 / targets.numel(), device=h.device)
-    return _FusedLinearCrossEntropy.apply(h, weight, targets, token_weights.reshape(-1).float(), chunk)
-
-# %% ../nbs/05_train.ipynb #e8c8724d
-def _chunk_stats(logits, targets) -> dict:
-    "nll, correct, confidence of one chunk of logits (c, V) against targets (c,)."
-    lse = torch.logsumexp(logits, 1)
-    top, arg = logits.max(1)
-    return dict(nll=lse - logits.gather(1, targets[:, None]).squeeze(1), correct=arg == targets,
-                confidence=torch.exp(top - lse), target=targets)
-
-# %% ../nbs/05_train.ipynb #b04fcf8c
-@torch.no_grad()
-def token_stats(model: EarlyExitLM, windows: torch.Tensor, exit_layers=None, batch_size: int = 64,
-                keep_hidden: bool = False, chunk: int = 256) -> dict:
-    "{exit: dict(nll, correct, confidence, target[, hidden])} per token of every full batch of `windows`."
-    exit_layers = tuple(exit_layers or model.exit_layers)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = {e: dict(nll=[], correct=[], confidence=[], target=[], hidden=[]) for e in exit_layers}
-    for x, y in iterate_batches(windows, batch_size):
-        hidden = model.forward_hidden(x.to(device))
-        for e in exit_layers:
-            h, W = hidden[e].reshape(-1, hidden[e].shape[-1]), model.head(e).proj.weight   # (B*T, C), (V, C)
-            for s in range(0, h.shape[0], chunk):
-                stats = _chunk_stats((h[s:s + chunk] @ W.t()).float(), y.to(device).reshape(-1)[s:s + chunk])
-                for k, v in stats.items(): out[e][k].append(v)
-            if keep_hidden: out[e]["hidden"].append(h)
-    model.train(was_training)
-    return {e: {k: torch.cat(v).cpu() for k, v in d.items() if v} for e, d in out.items()}
-
-# %% ../nbs/05_train.ipynb #b50629b3
-def ppl(nll: torch.Tensor) -> float: return math.exp(nll.double().mean().item()) if len(nll) else float("nan")
+__all__ = ['JOINT_STEP', 'TrainingInterrupted', 'TrainStep', 'train_phase', 'length_one_ppl', 'hard_token_weights',
+           'evaluate_split', 'train_two_phase', 'FirstStep', 'first_step', 'shallow_part', 'train_joint', 'cli_config',
+           'run_seconds', 'run_table', 'main']
 
 # %% ../nbs/05_train.ipynb #70b5e3f7
 def _minutes(seconds: float) -> str: return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
@@ -489,57 +394,6 @@ def train_two_phase(cfg: ExperimentConfig, progress: bool = True,
         (folder / "phase2.progress.safetensors").unlink(missing_ok=True)
         return TrainedRun(cfg, corpus, phase1.eval(), model.eval(), exit_threshold(cfg, threshold), metrics,
                           history, seconds, folder)
-
-# %% ../nbs/05_train.ipynb #ad3391e3
-def layer_drop_probs(n_layers: int, p_max: float) -> torch.Tensor:
-    "p(l) = p_max * (exp(l ln2 / (L-1)) - 1) for layers l = 0..L-1: 0 at the first, p_max at the last."
-    if n_layers == 1: return torch.zeros(1)
-    depth = torch.arange(n_layers, dtype=torch.float64)
-    return (p_max * (torch.exp(depth * math.log(2) / (n_layers - 1)) - 1)).float()
-
-# %% ../nbs/05_train.ipynb #2abfebc8
-def layer_keep_masks(drop_probs: torch.Tensor, batch_size: int, seed: int) -> torch.Tensor:
-    "(L, batch_size) bool: True where the sample keeps layer l; a function of `seed` alone."
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(len(drop_probs), batch_size, generator=g) >= drop_probs[:, None]
-
-# %% ../nbs/05_train.ipynb #2955e15f
-def joint_hidden(model, x, keep=None) -> dict:
-    "forward_hidden with per-sample layer dropout (keep: (L, B) bool): {exit: hidden state (B, T, C)}."
-    B, T = x.shape
-    positions = torch.arange(T, device=x.device)
-    rope, h, out = model.rope(positions), model.embed(x), {}               # h (B, T, C)
-    for i, layer in enumerate(model.layers):
-        y = layer(h, rope, positions)
-        if keep is not None: y = torch.where(keep[i, :, None, None], y, h)   # a dropped sample skips it
-        h = y
-        if i + 1 in model.exit_layers: out[i + 1] = model.head(i + 1).hidden(h)
-    return out
-
-# %% ../nbs/05_train.ipynb #62da58de
-def exit_weights(scheme: str, exits: tuple, step: int, total_steps: int) -> dict:
-    "{exit: loss weight} at optimizer step `step` (0-based) of `total_steps`; the weights sum to 1."
-    n = len(exits)
-    if scheme == "uniform": raw = [1.0] * n
-    elif scheme == "linear": raw = [float(e) for e in exits]
-    elif scheme == "gradual":          # the exit k places below the top joins at k/(n-1) of the first half
-        done = step / max(total_steps, 1)
-        raw = [float(done >= 0.5 * (n - 1 - i) / max(n - 1, 1)) for i in range(n)]
-    elif scheme == "rotational": raw = [float(i == step % n) for i in range(n)]
-    else: raise ConfigError("joint_weights", scheme, f"one of {', '.join(CHOICES['joint_weights'])}")
-    return {e: w / sum(raw) for e, w in zip(exits, raw)}
-
-# %% ../nbs/05_train.ipynb #113c31e7
-def distill_loss(h_student, h_teacher, w_student, w_teacher, chunk: int = 256):
-    "Mean over tokens of KL(p_teacher || p_student); the teacher (deep exit) is detached."
-    hs = h_student.reshape(-1, h_student.shape[-1])                           # (N, C)
-    ht = h_teacher.reshape(-1, h_teacher.shape[-1]).detach()                  # (N, C)
-    total = 0.0
-    for s in range(0, hs.shape[0], chunk):
-        log_q = torch.log_softmax((hs[s:s + chunk] @ w_student.t()).float(), -1)            # (c, V)
-        log_p = torch.log_softmax((ht[s:s + chunk] @ w_teacher.detach().t()).float(), -1)   # (c, V)
-        total = total + F.kl_div(log_q, log_p, log_target=True, reduction="sum")
-    return total / hs.shape[0]
 
 # %% ../nbs/05_train.ipynb #31659b93
 def _keep_masks(cfg, model, x, step):

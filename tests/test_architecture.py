@@ -16,7 +16,7 @@ FLOORS = [
     ["config"],
     ["data", "cost"],
     ["model"],
-    ["cache", "estimators"],
+    ["cache", "estimators", "losses"],
     ["generate"],
     ["speculate", "exits", "hf"],
     ["batch"],  # batched self-speculation uses speculate's acceptance rules

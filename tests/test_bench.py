@@ -18,12 +18,14 @@ def smoke_cli(tmp_path_factory):
            "--batch-sizes", "1", "3"]
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
+    # issue 19: the smoke run generates within the smoke model's trained positions: no warning at all
+    assert "Warning" not in p.stderr, p.stderr[-3000:]
     return out, p.stdout, json.loads((out / "bench.json").read_text())
 
 
 def test_cli_writes_json_figure_and_report(smoke_cli):
     out, stdout, res = smoke_cli
-    assert res["schema"] == "eelab.bench/2" and [c["name"] for c in res["configs"]] == ["smoke"]
+    assert res["schema"] == "eelab.bench/3" and [c["name"] for c in res["configs"]] == ["smoke"]
     assert json.loads((out / "bench_figure.json").read_text())["data"]
     assert "policy/estimator" in stdout and "one decode step, by part" in stdout and "targets:" in stdout
     assert "self-speculation" in stdout and "ceiling" in stdout and (out / "spec_figure.json").exists()
@@ -31,6 +33,13 @@ def test_cli_writes_json_figure_and_report(smoke_cli):
     # a long run says where it is: a line as each config starts and ends, both before the report
     starts, done = stdout.index("bench: smoke (1/1) starts"), stdout.index("bench: smoke done in ")
     assert starts < done < stdout.index("policy/estimator")
+    # and a line as each row is done (the SmolLM2 run was silent for an hour)
+    row = stdout.index("bench: smoke: true exit skip/softmax_max at 0.3: ")
+    assert starts < row < stdout.index("bench: smoke: self-spec exit 2 draft 1 reuse: ") < done
+    # every table is followed by its legend
+    for legend in ("eff: measured / ideal", "tok/pass: tokens per verify pass", "p50/p90 ms: time per token",
+                   "% roof: tok/s / roof tok/s", "noise: the IQR spans more than 1.5x"):
+        assert legend in stdout, legend
 
 
 def test_batch_table(smoke_cli):
@@ -51,7 +60,7 @@ def test_batch_table(smoke_cli):
 def test_rows_invariants(smoke_cli):
     _, _, res = smoke_cli
     c = res["configs"][0]
-    from eelab.bench import POLICIES
+    from eelab.bench_spec import POLICIES
     assert {r["policy"] for r in c["rows"]} == set(POLICIES)
     assert {r["threshold"] for r in c["rows"]} >= {0.3, 1.01}
     for r in c["rows"]:
@@ -72,7 +81,9 @@ def test_rows_invariants(smoke_cli):
 
 
 def test_configs_and_guard():
-    from eelab.bench import bench_config, exit_kwargs, targets
+    from eelab.bench_spec import bench_config
+    from eelab.bench_decode import exit_kwargs
+    from eelab.bench_rows import targets
     from eelab.config import ExperimentConfig
     s = bench_config("scale")
     assert (s.dim, s.phase1_layers, s.phase2_layers, s.tokenizer, s.vocab_size) == (256, 2, 8, "bpe", 8000)
@@ -83,10 +94,10 @@ def test_configs_and_guard():
     assert exit_kwargs("skip") == {"fill": "skip", "estimator": None}
     row = dict(policy="skip", estimator="softmax_max")
     rows = [dict(row, threshold=0.5, measured_speedup=1.6, agreement=0.96, shallow_ratio=0.5,
-                 efficiency=0.95),
+                 efficiency=0.95, measured_q1=1.5, measured_q3=1.7),
             dict(row, threshold=0.2, measured_speedup=2.0, agreement=0.80, shallow_ratio=0.8,
-                 efficiency=0.92)]
-    t = targets(dict(rows=rows))
+                 efficiency=0.92, measured_q1=1.9, measured_q3=2.1)]
+    t = targets(rows)
     assert t["efficiency_met"] and t["speedup_met"] and t["best"]["threshold"] == 0.5
     src = (ROOT / "eelab" / "bench.py").read_text()
     assert 'if __name__ == "__main__" and not _in_notebook(): main()' in src
@@ -101,7 +112,7 @@ SPEC_FIELDS = ("exit_layer", "draft_len", "reuse", "measured_speedup", "measured
 def test_speculation_rows(smoke_cli):
   # breaks if a self-speculation row is missing, not lossless, or its ratios do not come from its own numbers
     _, _, res = smoke_cli
-    from eelab.bench import DRAFT_LENS
+    from eelab.bench_spec import DRAFT_LENS
     c = res["configs"][0]
     rows = c["spec_rows"]
     assert {(r["draft_len"], r["reuse"]) for r in rows} == {(d, r) for d in DRAFT_LENS for r in (True, False)}
@@ -140,7 +151,8 @@ def test_bad_cli_argument_fails_before_training(tmp_path, monkeypatch, capsys):
 
 def test_learned_estimator_trains_on_given_windows():
     import torch
-    from eelab.bench import check_args, exit_kwargs
+    from eelab.bench_spec import check_args
+    from eelab.bench_decode import exit_kwargs
     from eelab.model import EarlyExitLM, ModelConfig
     check_args(estimators=["learned"])
     torch.manual_seed(0)
@@ -153,7 +165,7 @@ def test_learned_estimator_trains_on_given_windows():
 def test_ceiling_by_hand():
     # the first agreeing exit, counted by brute force over every token
     import torch
-    from eelab.bench import ceiling
+    from eelab.bench_profile import ceiling
     from eelab.model import EarlyExitLM, ModelConfig
     torch.manual_seed(1)
     mc = ModelConfig(vocab_size=7, dim=8, num_heads=2, n_layers=3, exit_layers=(1, 2, 3))
@@ -171,7 +183,8 @@ def test_each_estimator_on_its_own_grid():
     # issue 13 §3: saturation is benchmarked on its own range (0.95-0.999), softmax_max around the recipe's
     # threshold; rows exist exactly at each estimator's thresholds (breaks if a shared grid is used)
     import torch
-    from eelab.bench import bench_model, estimator_thresholds
+    from eelab.bench import estimator_thresholds
+    from eelab.bench_decode import bench_model
     from eelab.estimators import Saturation
     from eelab.model import EarlyExitLM, ModelConfig
     grids = estimator_thresholds(["softmax_max", "saturation"], 0.2)
@@ -217,19 +230,22 @@ def test_hf_config_runs_untrained(hf_tiny_cli):
 def test_hf_config_names_checked_before_loading(monkeypatch):
     # breaks if a bad argument of an HF config is found only after the (slow) model load
     import eelab.bench as bench
+    from eelab.bench_spec import check_args
     from eelab.config import ConfigError
-    bench.check_args(["smollm2", "hf-tiny", "smoke"])
-    with pytest.raises(ConfigError, match="configs='smollm3'"): bench.check_args(["smollm2", "smollm3"])
+    check_args(["smollm2", "hf-tiny", "smoke"])
+    with pytest.raises(ConfigError, match="configs='smollm3'"): check_args(["smollm2", "smollm3"])
     monkeypatch.setattr(bench, "load_hf_config", lambda name: pytest.fail("loaded before checking"))
-    with pytest.raises(ConfigError, match="repeats=0"): bench.run_config("smollm2", repeats=0)
-    with pytest.raises(ConfigError, match="budget='x'"): bench.run_bench(["smollm2"], budget="x")
+    spec = bench.BenchSpec
+    with pytest.raises(ConfigError, match="repeats=0"): bench.run_bench(spec(("smollm2",), repeats=0))
+    with pytest.raises(ConfigError, match="budget='x'"): bench.run_bench(spec(("smollm2",), budget="x"))
 
 
 def test_train_step_flops_by_hand():
     # issue 11 §3: a step's FLOPs counted by hand from the matmul weights (breaks if a layer, the attention
     # pairs, a trained exit's head or the 3x of forward + backward goes missing)
     import torch
-    from eelab.bench import train_step_flops, train_work, trainer_setup
+    from eelab.bench_train import train_step_flops, train_work
+    from eelab.train import first_step
     from eelab.config import smoke_config
     from eelab.model import EarlyExitLM, ModelConfig, WorkMeter
     mc = ModelConfig(vocab_size=11, dim=8, num_heads=2, n_layers=3, exit_layers=(1, 2, 3),
@@ -244,7 +260,8 @@ def test_train_step_flops_by_hand():
     meter = WorkMeter()
     model.forward_hidden(torch.randint(0, 11, (B, T)), meter=meter)          # the model's own count
     assert train_work(mc, B, T, ()) == meter
-    phase1, _, _, exits, _ = trainer_setup(smoke_config(dim=16), vocab_size=20)
+    fs = first_step(smoke_config(dim=16), vocab_size=20)
+    phase1, exits = fs.model, fs.exits
     assert exits == [phase1.n_layers] == [smoke_config().phase1_layers]     # phase 1: one exit, one head
 
 
@@ -252,12 +269,14 @@ def test_train_step_flops_by_hand():
 def test_train_steps_fp32_and_bf16_run(recipe):
     # both precisions take real optimizer steps of the trainer's model and report finite, positive numbers
     import math
-    from eelab.bench import train_step_flops, train_step_times, trainer_setup
+    from eelab.bench_train import train_step_flops, train_step_times
+    from eelab.train import first_step
     from eelab.config import smoke_config
     cfg = smoke_config(dim=16, batch_size=4, seq_len=8, recipe=recipe)
     peaks = dict(fp32=1e10, bf16=2e10)
     rows = train_step_times(cfg, vocab_size=30, repeats=2, warmup=1, peaks=peaks, config_name="tiny")
-    model, _, _, exits, distilled = trainer_setup(cfg, 30)
+    fs = first_step(cfg, 30)
+    model, exits, distilled = fs.model, fs.exits, fs.distilled
     assert [r["precision"] for r in rows] == ["fp32", "bf16"]
     assert exits == list(model.exit_layers if recipe == "joint" else model.exit_layers[-1:])
     for r in rows:
@@ -271,14 +290,16 @@ def test_train_steps_fp32_and_bf16_run(recipe):
 
 def test_peak_flops_positive():
     import math
-    from eelab.bench import peak_flops
+    from eelab.bench_profile import peak_flops
     for dtype in ("fp32", "bf16"):
         assert 0 < peak_flops(dtype, n=64, repeats=2, warmup=1) < math.inf
 
 
 def test_bad_train_steps_arguments(tmp_path, capsys):
     # a bad precision is named before anything runs, in the library and on the command line
-    from eelab.bench import check_args, main, train_step_times
+    from eelab.bench import main
+    from eelab.bench_spec import check_args
+    from eelab.bench_train import train_step_times
     from eelab.config import ConfigError, smoke_config
     with pytest.raises(ConfigError, match="train_steps='fp16'"): check_args(train_steps=["bf16", "fp16"])
     check_args(train_steps=[])                                                # []: fp32 and bf16
@@ -294,7 +315,8 @@ def test_bad_train_steps_arguments(tmp_path, capsys):
 
 def test_train_steps_only_cli_report(tmp_path, capsys):
     # --train-steps-only: the table alone (no training, no figures), in bench.json and in format_report
-    from eelab.bench import format_report, main
+    from eelab.bench import main
+    from eelab.bench_report import format_report
     res = main(["--smoke", "--train-steps-only", "--configs", "smoke", "hf-tiny", "--out", str(tmp_path)])
     stdout = capsys.readouterr().out
     t = json.loads((tmp_path / "bench.json").read_text())["train_steps"]
@@ -310,7 +332,7 @@ def test_train_steps_only_cli_report(tmp_path, capsys):
 def test_auto_budget_takes_the_trained_scale_model(private_data_dir):
     # breaks if the benchmark's `scale` ignores the model `make scale` trained, or claims one not there
     from pathlib import Path
-    from eelab.bench import bench_config, resolve_budget, check_args
+    from eelab.bench_spec import bench_config, resolve_budget, check_args
     from eelab.checkpoint import checkpoint_dir
     from eelab.config import scale_config
     assert bench_config("scale", "full") == scale_config()
@@ -323,3 +345,100 @@ def test_auto_budget_takes_the_trained_scale_model(private_data_dir):
     assert bench_config("scale", "auto") == scale_config()
     assert resolve_budget("scale", "brief") == "brief" and resolve_budget("smoke", "auto") == "brief"
     with pytest.raises(ValueError, match="budget='most'"): check_args(["scale"], "most")
+
+
+def test_spec_generates_the_command_line():
+    # issue 20: the CLI is BenchSpec's fields; a spec written out as flags parses back to itself
+    from dataclasses import fields
+    from eelab.bench_spec import BenchSpec, spec_from_argv, spec_parser
+    flags = {a.dest for a in spec_parser()._actions if a.dest != "help"}
+    assert flags == {f.name for f in fields(BenchSpec)}
+    assert spec_from_argv([]) == BenchSpec()
+    spec = BenchSpec(configs=("smoke", "hf-tiny"), budget="full", repeats=7, warmup=2, new_tokens=5,
+                     prompts=3, thresholds=(0.2, 1.01), policies=("skip", "oracle"),
+                     draft_lens=(2, "adaptive"),
+                     draft_threshold=0.4, speculation=False, batch_sizes=(1, 4), train_steps=("bf16",),
+                     html=True, out="x")
+    argv = ["--configs", "smoke", "hf-tiny", "--train-budget", "full", "--repeats", "7", "--warmup", "2",
+            "--new-tokens", "5", "--prompts", "3", "--thresholds", "0.2", "1.01", "--policies", "skip",
+            "oracle",
+            "--draft-lens", "2", "adaptive", "--draft-threshold", "0.4", "--no-speculation", "--batch-sizes",
+            "1", "4", "--train-steps", "bf16", "--html", "--out", "x"]
+    assert spec_from_argv(argv) == spec
+    assert BenchSpec.from_json(spec.to_json()) == spec
+
+
+def test_typed_rows_round_trip(smoke_cli):
+    # every row of bench.json is a typed row written by asdict: read back, it is the same row, field for field
+    import dataclasses
+    from eelab.bench_report import as_plain
+    from eelab.bench_rows import BatchRow, DecodeRow, ExitRow, SpecRow
+    c = smoke_cli[2]["configs"][0]
+    for key, cls in (("rows", ExitRow), ("spec_rows", SpecRow), ("batch_rows", BatchRow),
+                     ("decode_rows", DecodeRow)):
+        assert c[key], key
+        for r in c[key]:
+            row = cls.from_dict(r)
+            assert list(r) == [f.name for f in dataclasses.fields(cls)]
+            assert as_plain(row) == r and json.loads(json.dumps(row)) == r
+    with pytest.raises(TypeError): ExitRow.from_dict({**c["rows"][0], "agreemnt": 1.0})   # unknown field
+
+
+def test_noise_rule():
+    # issue 19: an IQR spanning more than NOISE_FACTOR (1.5x) is noise: marked, and never ranked best
+    from eelab.bench_report import exit_lines
+    from eelab.bench_rows import NOISE_FACTOR, best_row, is_noise, spec_targets, targets
+    assert NOISE_FACTOR == 1.5
+    assert not is_noise(1.0, 1.5) and is_noise(1.0, 1.5001) and is_noise(2.0, 3.1) and is_noise(0.0, 0.5)
+    assert not is_noise(1.0, 1.9, factor=2.0)
+    row = dict(policy="skip", estimator="softmax_max", agreement=1.0, shallow_ratio=0.5, efficiency=1.0,
+               ideal_speedup=1.2)
+    steady = dict(row, threshold=0.5, measured_speedup=1.2, measured_q1=1.1, measured_q3=1.3)
+    wild = dict(row, threshold=0.3, measured_speedup=3.0, measured_q1=0.5, measured_q3=4.0)
+    assert best_row([steady, wild])["threshold"] == 0.5 and best_row([wild]) is None
+    t = targets([steady, wild])
+    assert t["best"]["threshold"] == 0.5 and t["noisy_rows"] == 1
+    lines = exit_lines([steady, wild], t)
+    assert not lines[1].endswith("noise") and lines[2].endswith("noise")
+    spec = dict(exit_layer=2, draft_len=2, reuse=True, acceptance_rate=0.5, tokens_per_pass=1.5,
+                same_tokens=True, efficiency=1.0, measured_speedup=2.0, measured_q1=0.5, measured_q3=3.0)
+    assert spec_targets([spec])["best"] is None and spec_targets([spec])["noisy_rows"] == 1
+
+
+def test_roof_fraction_from_measured_numbers(hf_tiny_cli):
+    # issue 18 §1: cached decoding beside HF generate in the same run, and as a fraction of the bandwidth roof
+    import torch
+    from eelab.bench import load_hf_config
+    from eelab.bench_profile import read_bandwidth, roof_fraction, weight_bytes
+    assert roof_fraction(100.0, 10 ** 6, 1e9) == 0.1 and roof_fraction(50.0, 2 * 10 ** 6, 1e9) == 0.1
+    model, _ = load_hf_config("hf-tiny")
+    by_hand = sum(p.numel() * p.element_size() for p in model.layers.parameters())
+    head = model.head(model.n_layers)
+    by_hand += sum(p.numel() * p.element_size() for p in head.parameters())
+    table = model.embed.weight
+    if all(table.data_ptr() != p.data_ptr() for p in head.parameters()):
+        by_hand += table.shape[1] * table.element_size()
+    assert weight_bytes(model) == by_hand
+    assert 1e8 < read_bandwidth(8 * 2 ** 20, repeats=3) < 1e13
+    stdout, c = hf_tiny_cli
+    rows = {r["method"]: r for r in c["decode_rows"]}
+    assert set(rows) == {"hf_generate", "cached"} and "vs generate" in stdout and "% roof" in stdout
+    for r in rows.values():
+        assert r["weight_bytes"] == by_hand and r["same_tokens"] is True       # greedy: the same tokens
+        assert r["roof_fraction"] == r["tokens_per_s"] * r["weight_bytes"] / r["bandwidth"]
+        assert r["roof_tokens_per_s"] == r["bandwidth"] / r["weight_bytes"]
+        assert r["tokens_per_s_q1"] <= r["tokens_per_s"] <= r["tokens_per_s_q3"]
+    assert rows["hf_generate"]["vs_generate"] == 1.0 and rows["cached"]["vs_generate"] > 0
+    assert c["cached_tokens_per_s"] == rows["cached"]["tokens_per_s"]
+    assert torch.is_tensor(model.embed.weight)
+
+
+def test_smollm2_gets_a_small_default_grid():
+    # issue 18: the default grid did not finish in 60 minutes on SmolLM2; it now gets a small one, and a
+    # field given on the command line keeps its value
+    from eelab.bench_spec import CONFIG_GRIDS, BenchSpec, spec_for, spec_from_argv
+    small = spec_for(spec_from_argv(["--configs", "smollm2"]), "smollm2")
+    assert small.policies == ("skip",) and len(small.thresholds) == 2 and small.repeats == 5
+    assert len(small.draft_lens) == 2 and small.new_tokens == 16
+    assert spec_for(spec_from_argv(["--configs", "smollm2", "--repeats", "9"]), "smollm2").repeats == 9
+    assert spec_for(BenchSpec(), "scale") == BenchSpec() and set(CONFIG_GRIDS) == {"smollm2"}

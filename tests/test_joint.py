@@ -3,8 +3,8 @@ import math
 import pytest, torch
 from eelab.config import ExperimentConfig, ConfigError, smoke_config
 from eelab.model import EarlyExitLM, ModelConfig
-from eelab.train import (_joint_loss, _lm_loss, layer_drop_probs, layer_keep_masks, exit_weights,
-                         joint_hidden, distill_loss, train_two_phase)
+from eelab.losses import layer_drop_probs, layer_keep_masks, exit_weights, joint_hidden, distill_loss
+from eelab.train import _joint_loss, _lm_loss, train_two_phase
 
 
 def _model(n_layers=4, exits=(2, 4), seed=0):

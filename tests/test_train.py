@@ -55,7 +55,8 @@ def test_bf16_loss_and_gradients_agree_with_fp32():
     # tolerance: loss within 1% and each gradient within 5% (relative L2) of fp32. Breaks if the fused head's
     # softmax or sums ran in bf16 (errors of several %), or if autocast were not on at all (results identical)
     from eelab.model import EarlyExitLM, ModelConfig
-    from eelab.train import _autocast, _lm_loss, fused_linear_cross_entropy
+    from eelab.losses import fused_linear_cross_entropy
+    from eelab.train import _autocast, _lm_loss
     torch.manual_seed(0)
     model = EarlyExitLM(ModelConfig(vocab_size=2000, dim=32, num_heads=2, n_layers=2, exit_layers=(2,)))
     batch = (torch.randint(0, 2000, (8, 16)), torch.randint(0, 2000, (8, 16)))
@@ -76,3 +77,46 @@ def test_bf16_loss_and_gradients_agree_with_fp32():
     with torch.autocast("cpu", dtype=torch.bfloat16): fused = fused_linear_cross_entropy(h, w, y)
     exact = torch.nn.functional.cross_entropy(h.bfloat16().float() @ w.bfloat16().float().t(), y)
     assert abs(fused.item() - exact.item()) < 1e-3 * exact.item()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_public_train_step_equals_the_old_private_path(precision):
+    # issue 20: the benchmark times train.TrainStep; one step must be the trainer's old sequence (autocast,
+    # loss, zero_grad, backward, clip, fused AdamW), to the bit: same loss, same parameters afterwards
+    from eelab.model import EarlyExitLM, ModelConfig
+    from eelab.train import TrainStep, _adamw, _autocast, _lm_loss
+    mc = ModelConfig(vocab_size=60, dim=16, num_heads=2, n_layers=2, exit_layers=(2,))
+    torch.manual_seed(3)
+    new, old = EarlyExitLM(mc), EarlyExitLM(mc)
+    old.load_state_dict(new.state_dict())
+    batches = [(torch.randint(0, 60, (4, 8)), torch.randint(0, 60, (4, 8))) for _ in range(3)]
+    step = TrainStep(new, _lm_loss(2), lr=1e-2, weight_decay=0.1, grad_clip=0.5, precision=precision)
+    params = [p for p in old.parameters() if p.requires_grad]
+    opt = _adamw(params, 1e-2, 0.1)
+    for batch in batches:                                              # the old _run_epoch, written out
+        with _autocast("cpu", precision): ref = _lm_loss(2)(old, batch)
+        opt.zero_grad(set_to_none=True)
+        ref.backward()
+        torch.nn.utils.clip_grad_norm_(params, 0.5)
+        opt.step()
+        assert step(batch).item() == ref.item()
+    for a, b in zip(new.parameters(), old.parameters()):
+        assert torch.equal(a, b)
+    assert any(not torch.equal(a, b) for a, b in zip(new.parameters(), EarlyExitLM(mc).parameters()))
+
+
+def test_train_cli_prints_a_table_and_json_behind_a_flag(tmp_path, monkeypatch, capsys):
+    # issue 19: a readable table (no raw JSON, no 16-digit floats); --json gives JSON; a joint run has no
+    # phantom phase 2 (it used to report phase1/phase2 seconds with phase2: 0.0)
+    import json
+    from eelab.train import main
+    monkeypatch.setenv("EELAB_DATA", str(tmp_path))
+    main(["--config", "smoke", "--recipe", "joint", "--no-progress"])
+    table = capsys.readouterr().out
+    assert "deep (layer 4)" in table and "Hard PPL" in table and "time: joint" in table
+    assert "phase2" not in table and "{" not in table
+    main(["--config", "smoke", "--recipe", "joint", "--no-progress", "--json"])   # loads the saved run
+    out = capsys.readouterr().out
+    printed = json.loads(out[out.index("{"):])
+    assert list(printed["seconds"]) == ["joint", "evaluation", "total"]
+    assert printed["reported"]["split"] == "test"
