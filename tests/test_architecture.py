@@ -18,9 +18,9 @@ FLOORS = [
     ["model"],
     ["cache", "estimators"],
     ["generate"],
-    ["speculate", "exits", "hf", "batch"],
+    ["speculate", "exits", "hf", "batch", "drafts"],
     ["checkpoint", "calibrate"],
-    ["train", "report", "explorer"],  # one floor: the report and the explorer do not need the trainer
+    ["train", "report", "explorer", "adapter"],  # one floor: the report, explorer, adapter need no trainer
     ["bench"],
     ["lab"],
 ]
