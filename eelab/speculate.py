@@ -114,7 +114,7 @@ def _check_source(source, model, exit_layer, reuse, draft_threshold) -> int:
     "Raise ConfigError naming the argument a draft source cannot take; the layer the verifier resumes at."
     if exit_layer is not None:
         raise ConfigError("exit_layer", exit_layer, "None with a draft_source (the source says where)")
-    if not reuse: raise ConfigError("reuse", reuse, "True with a draft_source (it shares the verifier's cache)")
+    if not reuse: raise ConfigError("reuse", reuse, "True with a draft_source (it shares the cache)")
     if draft_threshold is not None:
         raise ConfigError("draft_threshold", draft_threshold, "None with a draft_source (use its stop_below)")
     source.check(model)

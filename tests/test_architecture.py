@@ -18,10 +18,10 @@ FLOORS = [
     ["model"],
     ["cache", "estimators", "losses"],
     ["generate"],
-    ["speculate", "exits", "hf"],
+    ["speculate", "exits", "hf", "drafts"],
     ["batch"],  # batched self-speculation uses speculate's acceptance rules
     ["checkpoint", "calibrate", "trace"],
-    ["train", "report", "render", "exercises"],  # none of them needs the trainer but train itself
+    ["train", "report", "render", "exercises", "adapter"],  # none of them needs the trainer but train itself
     ["analysis", "bench_spec", "bench_rows", "explorer"],  # trained runs compared; the bench's spec and rows
     ["bench_profile", "bench_report"],
     ["bench_decode", "bench_train"],
