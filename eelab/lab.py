@@ -56,7 +56,7 @@ def _check_names(name: str, parameters: dict, known: dict):
 # %% ../nbs/08_lab.ipynb #ac769131
 def local_kernel_manager():
     "A jupyter kernel manager class: kernels talk over IPC sockets in a temporary folder (TCP on Windows)."
-    import os, tempfile
+    import os, shutil, tempfile
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
     class LocalKernelManager(AsyncKernelManager):
@@ -65,6 +65,10 @@ def local_kernel_manager():
         def _ip_default(self):         # an absolute path: the kernel's working directory is not the lab's
             if self.transport != "ipc": return "127.0.0.1"
             return os.path.join(tempfile.mkdtemp(prefix="eelab-kernel-"), "ipc")
+        async def _async_cleanup_resources(self, restart: bool = False):
+            await super()._async_cleanup_resources(restart=restart)
+            if self.transport == "ipc" and not restart:           # the sockets' folder goes with them
+                shutil.rmtree(os.path.dirname(self.ip), ignore_errors=True)
     return LocalKernelManager
 
 # %% ../nbs/08_lab.ipynb #e9061d3e
