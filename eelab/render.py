@@ -172,11 +172,12 @@ def _cell(trace: Trace, t: int, layer: int, exits: list) -> tuple[int, str]:
     if layer >= trace.shallow_exit and trace.upper_cached[t]: what += "; K/V entered the upper cache"
     return code, what
 
-# %% ../nbs/06a_render.ipynb #b84f38ae
+# %% ../nbs/06a_render.ipynb #fd908978
 def _spec_cell(trace: SpecTrace, t: int, layer: int, exits: list) -> tuple[int, str]:
     "Self-spec's strip cell: the draft ran layers 1..e for this token alone, its verify pass the rest."
     e, L = trace.shallow_exit, trace.n_layers
-    if layer < e: return exits.index(e) + 1, f"draft (layers 1-{e}, this token alone)"
+    draft = exits.index(e) + 1 if e in exits else 1        # a draft that is no exit: the shallowest colour
+    if layer < e: return draft, f"draft (layers 1-{e}, this token alone)"
     return exits.index(L) + 1, f"verify pass {trace.pass_index[t]} (layers {e + 1}-{L}, its tokens at once)"
 
 # %% ../nbs/06a_render.ipynb #247ffbcf
