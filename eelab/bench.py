@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 from fastcore.imports import IN_NOTEBOOK
-from .config import ConfigError, pick_device
+from .config import NEVER_EXIT, ConfigError, pick_device
 from .data import make_windows
 from .model import param_counts
 from .estimators import ESTIMATORS as ESTIMATOR_REGISTRY
@@ -113,7 +113,7 @@ def load_subject(name: str, spec: BenchSpec) -> Subject:
     return trained_subject(name, spec.budget, spec.device)
 
 # %% ../nbs/10_bench.ipynb #04501121
-DEFAULT_THRESHOLDS = (0.3, 0.5, 0.7, 0.9, 1.01)
+DEFAULT_THRESHOLDS = (0.3, 0.5, 0.7, 0.9, NEVER_EXIT)
 
 def _thresholds(recipe_threshold, given):
     t = recipe_threshold
@@ -123,7 +123,7 @@ def _thresholds(recipe_threshold, given):
 # %% ../nbs/10_bench.ipynb #3043bd89
 def estimator_thresholds(estimators, recipe_threshold: float, given=None, n: int = 5) -> dict:
     "{estimator: thresholds}: softmax_max around the recipe's threshold; any other on its own grid."
-    own = lambda est: sorted(set(given) if given else set(ESTIMATOR_REGISTRY[est].thresholds(n)) | {1.01})
+    own = lambda est: sorted(set(given) if given else set(ESTIMATOR_REGISTRY[est].thresholds(n)) | {NEVER_EXIT})
     return {est: _thresholds(recipe_threshold, given) if est == "softmax_max" else own(est)
             for est in estimators}
 

@@ -84,7 +84,7 @@ def _exit_row(config_name, key, threshold, new_tokens, timing, runs, full, step_
                    step_seconds=step_seconds)
 
 # %% ../nbs/10d_bench_decode.ipynb #33fb7a27
-def bench_model(model, prompts: list, new_tokens: int = 32, thresholds=(0.5, 0.9, 1.01), policies=None,
+def bench_model(model, prompts: list, new_tokens: int = 32, thresholds=(0.5, 0.9, 2.0), policies=None,
                 estimators=ESTIMATORS, repeats: int = 20, warmup: int = 3, config_name: str = "",
                 windows=None, on_row=None) -> list[ExitRow]:
     "Rows (one per policy x estimator x threshold): measured and FLOP-ideal speedup, efficiency, agreement."

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import argparse, numbers
 from dataclasses import dataclass, field, fields
-from .config import CHOICES, ConfigError, DictConfig, ExperimentConfig, smoke_config, scale_config
+from .config import CHOICES, NEVER_EXIT, ConfigError, DictConfig, ExperimentConfig, smoke_config, scale_config
 from .checkpoint import has_run
 from .estimators import ESTIMATORS as ESTIMATOR_REGISTRY
 from .generate import FILL_POLICIES, check_threshold
@@ -124,8 +124,7 @@ def _check_spec(s: BenchSpec):
     for b in s.batch_sizes: positive_int("batch_sizes", b)
     if s.train_steps is not None: check_precisions(s.train_steps or PRECISIONS, "train_steps")   # (): both
     dt = s.draft_threshold
-    if dt is not None and not 0 <= dt <= 1:
-        raise ConfigError("draft_threshold", dt, "None (the recipe's exit threshold) or a number in [0, 1]")
+    if dt is not None: check_threshold(dt, field="draft_threshold")        # eelab.config's one rule
 
 def check_args(configs=("smoke",), budget="brief", **fields) -> BenchSpec:
     "The BenchSpec of these fields (budget 'brief' unless given): a ConfigError names the first bad one."
@@ -172,7 +171,7 @@ def spec_from_argv(argv=None, parser=None) -> BenchSpec:
     except ConfigError as err: ap.error(str(err))                     # exit 2, before any training
 
 # %% ../nbs/10a_bench_spec.ipynb #4e8a29c2
-CONFIG_GRIDS = dict(smollm2=dict(policies=("skip",), thresholds=(0.5, 1.01), draft_lens=(2, "adaptive"),
+CONFIG_GRIDS = dict(smollm2=dict(policies=("skip",), thresholds=(0.5, NEVER_EXIT), draft_lens=(2, "adaptive"),
                                  repeats=5, warmup=1, prompts=2, new_tokens=16))
 
 def spec_for(s: BenchSpec, name: str) -> BenchSpec:

@@ -142,7 +142,7 @@ def test_bad_cli_argument_fails_before_training(tmp_path, monkeypatch, capsys):
     from eelab.bench import main
     monkeypatch.setenv("EELAB_DATA", str(tmp_path / "data"))
     bad = ((["--thresholds", "nan"], "threshold=nan"), (["--draft-lens", "4", "0"], "draft_lens=0"),
-           (["--repeats", "0"], "repeats=0"), (["--draft-threshold", "1.5"], "draft_threshold=1.5"))
+           (["--repeats", "0"], "repeats=0"), (["--draft-threshold", "-0.5"], "draft_threshold=-0.5"))
     for args, field in bad:
         with pytest.raises(SystemExit) as e: main(["--configs", "smoke", *args, "--out", str(tmp_path)])
         assert e.value.code == 2 and field in capsys.readouterr().err, args
@@ -188,7 +188,7 @@ def test_each_estimator_on_its_own_grid():
     from eelab.estimators import Saturation
     from eelab.model import EarlyExitLM, ModelConfig
     grids = estimator_thresholds(["softmax_max", "saturation"], 0.2)
-    assert grids["saturation"] == sorted(set(Saturation.thresholds(5)) | {1.01})
+    assert grids["saturation"] == sorted(set(Saturation.thresholds(5)) | {2.0})
     assert 0.2 in grids["softmax_max"] and 0.999 not in grids["softmax_max"]
     assert estimator_thresholds(["saturation"], 0.2, given=[0.5])["saturation"] == [0.5]
     torch.manual_seed(0)
