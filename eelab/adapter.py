@@ -122,11 +122,11 @@ def _train_loop(model, adapter, cache, loss, shortlist, epochs, batch_size, lr, 
             opt.step()
             seen, spent = seen + top1[idx].numel(), spent + time.perf_counter() - start
             if eval_every and seen >= next_eval:
-                record(float(value))
+                record(float(value.detach()))
                 next_eval += eval_every
             if budget_s is not None and spent >= budget_s: break
         if budget_s is not None and spent >= budget_s: break
-    if history[-1]["tokens"] != seen: record(float(value))
+    if history[-1]["tokens"] != seen: record(float(value.detach()))
     return history
 
 # %% ../nbs/16_adapter.ipynb #e8b83ee0
