@@ -187,7 +187,7 @@ def run_bench(spec: BenchSpec) -> dict:
     results = dict(schema=SCHEMA, torch=torch.__version__, spec=spec.to_dict(), configs=[])
     if spec.train_steps is not None:
         results["train_steps"] = bench_train_steps(spec.configs, spec.train_steps or PRECISIONS, spec.repeats,
-                                                   spec.warmup, spec.device)
+                                                   spec.warmup, spec.device, peak_n=spec.peak_n)
     bandwidth = read_bandwidth(device=pick_device(spec.device)) if configs else None
     for i, name in enumerate(configs, 1):
         print(f"bench: {name} ({i}/{len(configs)}) starts; the report follows the last config", flush=True)

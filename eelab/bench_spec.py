@@ -94,6 +94,8 @@ class BenchSpec(DictConfig):
     train_steps: tuple | None = opt(None, f"add the training-step table in these precisions among "
                                     f"{PRECISIONS} (default: all)", nargs="*", metavar="PRECISION")
     train_steps_only: bool = opt(False, "only the training-step table: no model trained, no decoding timed")
+    peak_n: int | None = opt(None, "matmul size of the measured peak (default: 2048 on a CPU, 8192 on CUDA)",
+                             type=int)
     device: str = opt("auto", "")
     html: bool = opt(False, "")
     out: str = opt("_runs/bench", "")
@@ -122,6 +124,7 @@ def _check_spec(s: BenchSpec):
     for d in s.draft_lens:
         if d != "adaptive": positive_int("draft_lens", d)
     for b in s.batch_sizes: positive_int("batch_sizes", b)
+    if s.peak_n is not None: positive_int("peak_n", s.peak_n)
     if s.train_steps is not None: check_precisions(s.train_steps or PRECISIONS, "train_steps")   # (): both
     dt = s.draft_threshold
     if dt is not None: check_threshold(dt, field="draft_threshold")        # eelab.config's one rule
@@ -156,11 +159,12 @@ def smoke_new_tokens(prompt_tokens: int) -> int:
     return max(smoke_config().seq_len - prompt_tokens + 1, 1)         # a prompt of P, then n: P + n - 1 fed
 
 def smoke_spec(s: BenchSpec) -> BenchSpec:
-    "--smoke: the smoke config, at most 5 repeats, 1 warm-up, 3 prompts, new tokens within its positions."
+    """--smoke: the smoke config, at most 5 repeats, 1 warm-up, 3 prompts, new tokens within its positions,
+    a 256-wide peak matmul (a CPU without bf16 kernels takes minutes for a 2048-wide one in bf16)."""
     if not s.smoke: return s
     n = min(s.new_tokens, smoke_new_tokens(s.prompt_tokens))
     return s.replace(configs=("smoke",), repeats=min(s.repeats, 5), warmup=1, new_tokens=n,
-                     prompts=min(s.prompts, 3))
+                     prompts=min(s.prompts, 3), peak_n=s.peak_n or 256)
 
 def spec_from_argv(argv=None, parser=None) -> BenchSpec:
     "The spec of a command line (--smoke applied; --train-steps-only alone: both precisions)."

@@ -92,10 +92,10 @@ def train_step_times(cfg: ExperimentConfig, vocab_size: int | None = None, preci
 
 # %% ../nbs/10e_bench_train.ipynb #2efa940f
 def bench_train_steps(configs, precisions=PRECISIONS, repeats: int = 12, warmup: int = 3, device="auto",
-                      vocab_sizes: dict | None = None) -> dict:
+                      vocab_sizes: dict | None = None, peak_n: int | None = None) -> dict:
     "The training-step table of the trainer configs among `configs`: peaks, device, threads and rows."
     dev, precisions = pick_device(device), sorted(set(precisions), key=PRECISIONS.index)
-    n = PEAK_N.get(dev.type, PEAK_N["cpu"])
+    n = peak_n or PEAK_N.get(dev.type, PEAK_N["cpu"])
     peaks = {p: peak_flops(p, n, device=dev) for p in precisions}
     rows = []
     for name in (c for c in configs if c in CONFIGS):
