@@ -8,6 +8,7 @@ from eelab.config import ConfigError
 from eelab.cache import CacheFullError
 from eelab.generate import cached, full_cache
 from eelab.model import EarlyExitLM, ModelConfig
+from _random_models import random_model
 from eelab.speculate import self_speculative
 from eelab.drafts import (AdapterDraft, ExitAdapter, ShallowDraft, Shortlist, SkipDraft, coverage, draft_top1,
                           frequent_tokens, mixed_attention, search_skip, skip_hidden, verifier_kv)
@@ -21,21 +22,8 @@ torch.set_num_threads(1)
 
 
 def eelab_model(seed):
-    "A tiny random eelab model, upper layers scaled so its drafts agree with the top on some tokens."
-    rng = random.Random(seed)
-    heads, n_layers = rng.choice([1, 2, 4]), rng.randint(3, 5)
-    exits = sorted(set(rng.sample(range(1, n_layers), rng.randint(1, n_layers - 1))) | {n_layers})
-    mc = ModelConfig(vocab_size=rng.choice([13, 40, 97]), dim=heads * rng.choice([4, 8]), num_heads=heads,
-                     n_layers=n_layers, exit_layers=tuple(exits), norm=rng.choice(["post", "pre"]),
-                     tie_embeddings=rng.random() < 0.3, separate_heads=rng.random() < 0.4)
-    torch.manual_seed(seed)
-    model = EarlyExitLM(mc).eval()
-    scale = rng.uniform(1.0, 4.0) if mc.norm == "pre" else rng.uniform(0.1, 1.0)
-    with torch.no_grad():
-        for block in model.layers[exits[0]:]:
-            block.attn.proj.weight.mul_(scale)
-            block.ffn.down.weight.mul_(scale)
-    return model, rng
+    "A tiny random eelab model of 3 to 5 layers whose drafts agree with the top on some tokens."
+    return random_model(seed, min_layers=3)
 
 
 def hf_model(seed):
