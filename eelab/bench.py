@@ -123,7 +123,7 @@ def _thresholds(recipe_threshold, given):
 # %% ../nbs/10_bench.ipynb #3043bd89
 def estimator_thresholds(estimators, recipe_threshold: float, given=None, n: int = 5) -> dict:
     "{estimator: thresholds}: softmax_max around the recipe's threshold; any other on its own grid."
-    own = lambda est: sorted(set(given) if given else set(ESTIMATOR_REGISTRY[est].thresholds(n)) | {NEVER_EXIT})
+    own = lambda est: sorted(set(given) if given else {*ESTIMATOR_REGISTRY[est].thresholds(n), NEVER_EXIT})
     return {est: _thresholds(recipe_threshold, given) if est == "softmax_max" else own(est)
             for est in estimators}
 
