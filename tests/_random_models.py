@@ -22,3 +22,13 @@ def random_model(seed, min_layers: int = 2):
             block.attn.proj.weight.mul_(scale)
             block.ffn.down.weight.mul_(scale)
     return model, rng
+
+
+def peaky_model():
+    "(model, prompt): 4 layers, exits 1 and 4, heads scaled 2.5x (peakier than a random init's)."
+    torch.manual_seed(0)
+    mc = ModelConfig(vocab_size=12, dim=16, num_heads=2, n_layers=4, exit_layers=(1, 4), separate_heads=True)
+    model = EarlyExitLM(mc).eval()
+    with torch.no_grad():
+        for e in (1, 4): model.head(e).proj.weight.mul_(2.5)
+    return model, torch.tensor([[3, 1, 4, 1, 5]])

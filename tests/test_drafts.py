@@ -8,7 +8,7 @@ from eelab.config import ConfigError
 from eelab.cache import CacheFullError
 from eelab.generate import cached, full_cache
 from eelab.model import EarlyExitLM, ModelConfig
-from _random_models import random_model
+from _random_models import peaky_model, random_model
 from eelab.speculate import self_speculative
 from eelab.drafts import (AdapterDraft, ExitAdapter, ShallowDraft, Shortlist, SkipDraft, coverage, draft_top1,
                           frequent_tokens, mixed_attention, search_skip, skip_hidden, verifier_kv)
@@ -202,13 +202,8 @@ def test_search_skip_path():
 @pytest.fixture(scope="module")
 def peaky():
     "A tiny model with peaky heads and a fixed prompt: the full model's p at its last position."
-    torch.manual_seed(0)
-    mc = ModelConfig(vocab_size=12, dim=16, num_heads=2, n_layers=4, exit_layers=(1, 4), separate_heads=True)
-    model = EarlyExitLM(mc).eval()
-    prompt = torch.tensor([[3, 1, 4, 1, 5]])
-    with torch.no_grad():
-        for e in (1, 4): model.head(e).proj.weight.mul_(2.5)
-        p = torch.softmax(model(prompt)[4][0, -1].double(), -1)
+    model, prompt = peaky_model()
+    with torch.no_grad(): p = torch.softmax(model(prompt)[4][0, -1].double(), -1)
     return model, prompt, p
 
 

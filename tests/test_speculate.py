@@ -7,7 +7,7 @@ from eelab.config import ConfigError
 from eelab.generate import cached, full_cache
 from eelab.model import EarlyExitLM, ModelConfig
 from eelab.estimators import SoftmaxMax
-from _random_models import random_model
+from _random_models import peaky_model, random_model
 from eelab.speculate import self_speculative, speculative_accept, inverse_cdf, accepts
 
 torch.set_num_threads(1)
@@ -112,13 +112,8 @@ def resample_from_p(p, q, drafts, u_accept, u_next):
 @pytest.fixture(scope="module")
 def model_p_q():
     "The full model's p and the shallow exit's q (temperature 1) at a fixed context of a tiny model."
-    torch.manual_seed(0)
-    mc = ModelConfig(vocab_size=12, dim=16, num_heads=2, n_layers=4, exit_layers=(1, 4), separate_heads=True)
-    model = EarlyExitLM(mc).eval()
-    prompt = torch.tensor([[3, 1, 4, 1, 5]])
-    with torch.no_grad():
-        for e in (1, 4): model.head(e).proj.weight.mul_(2.5)      # peakier than a random init's near-uniform
-        out = model(prompt)
+    model, prompt = peaky_model()
+    with torch.no_grad(): out = model(prompt)
     p, q = (torch.softmax(out[e][0, -1].double(), -1) for e in (4, 1))
     assert (p - q).abs().sum() / 2 > 0.2                         # the draft is a poor one: the test has teeth
     return model, prompt, p, q
