@@ -32,7 +32,8 @@ scale: $(STAMP)
 	$(PY) -m eelab.train --config scale --recipe joint --no-progress
 	$(PY) -m eelab.train --config scale --recipe clean --no-progress
 
-## Every test: library/notebooks/README in sync, ruff, every notebook (nbdev_test), then pytest.
+## Every test: library/notebooks/README in sync, ruff, every lesson notebook (nbdev_test), then pytest, which
+## re-runs every experiment notebook by papermill (nbs/experiments/.notest keeps nbdev_test from running them twice).
 test: $(STAMP) check-sync lint nbtest pytest
 
 check-sync: $(STAMP)
@@ -48,8 +49,10 @@ nbtest: $(STAMP)
 	# one thread per notebook: nbdev_test runs two notebooks at once on two cores, and OpenMP threads would fight
 	OMP_NUM_THREADS=1 $(VENV)/bin/nbdev_test --timing
 
+# Two workers (pytest-xdist), one test file each at a time; one OpenMP thread each, as in nbtest: two cores.
+PYTEST_WORKERS ?= 2
 pytest: $(STAMP)
-	$(PY) -m pytest tests -q -ra --durations=15
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests -q -ra --durations=15 -n $(PYTEST_WORKERS) --dist loadfile
 
 readme: $(STAMP)
 	$(PY) tools/build_readme.py

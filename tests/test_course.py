@@ -56,6 +56,15 @@ def test_there_are_eight_experiments_or_more():
 
 
 @pytest.mark.parametrize("nb", EXPERIMENTS, ids=lambda p: p.stem)
+def test_experiment_is_rerun_by_papermill_in_pytest(nb):
+    # nbs/experiments/.notest keeps nbdev_test out of this folder, so an experiment without a papermill test
+    # here would run nowhere in `make test`: breaks if a new experiment has none
+    assert (ROOT / "nbs" / "experiments" / ".notest").exists()
+    runners = [p for p in (ROOT / "tests").glob("test_experiment*.py") if f'"{nb.stem}"' in p.read_text()]
+    assert runners, f"{nb.name}: no tests/test_experiment*.py runs it (papermill, via eelab.lab.run_experiment)"
+
+
+@pytest.mark.parametrize("nb", EXPERIMENTS, ids=lambda p: p.stem)
 def test_experiment_ships_smoke_outputs_with_a_figure(nb):
     # breaks if the notebook is committed without outputs, without a plotly figure, with outputs that would
     # churn (timings, stderr), or without saying that its outputs are a smoke run's
