@@ -61,7 +61,7 @@ def test_experiment_is_rerun_by_papermill_in_pytest(nb):
     # here would run nowhere in `make test`: breaks if a new experiment has none
     assert (ROOT / "nbs" / "experiments" / ".notest").exists()
     runners = [p for p in (ROOT / "tests").glob("test_experiment*.py") if f'"{nb.stem}"' in p.read_text()]
-    assert runners, f"{nb.name}: no tests/test_experiment*.py runs it (papermill, via eelab.lab.run_experiment)"
+    assert runners, f"{nb.name}: no tests/test_experiment*.py runs it (eelab.lab.run_experiment)"
 
 
 @pytest.mark.parametrize("nb", EXPERIMENTS, ids=lambda p: p.stem)
