@@ -10,7 +10,7 @@ STAMP := $(VENV)/.eelab-installed
 # torch, so Colab keeps its own CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: lab test install check-sync nbtest pytest readme outputs colab-cell lint clean-runs scale
+.PHONY: lab test install check-sync nbtest pytest readme outputs pngs colab-cell lint clean-runs scale
 
 $(STAMP): settings.ini setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,10 @@ OUTPUT_NOTEBOOKS ?= index.ipynb $(sort $(wildcard nbs/[0-9]*.ipynb)) $(sort $(wi
 outputs: $(STAMP)
 	$(PY) tools/execute_notebooks.py $(OUTPUT_NOTEBOOKS)
 	$(PY) tools/build_readme.py
+
+## Static PNGs of every committed plotly figure, so GitHub shows them (no execution; unchanged figures kept).
+pngs: $(STAMP)
+	$(PY) tools/plotly_png.py $(OUTPUT_NOTEBOOKS)
 
 ## Rewrite every notebook's Colab set-up cell from the one template in tools/colab_cell.py (URL: settings.ini git_url).
 colab-cell: $(STAMP)

@@ -15,10 +15,8 @@ churn when a notebook is executed again, so the outputs are normalised:
   warnings with local paths) is dropped; adjacent chunks of printed text are merged into one output
   (how the kernel splits them depends on timing).
 
-Plotly figures are kept twice: as plotly's own JSON (JupyterLab, VS Code) and as a small HTML view that
-loads plotly.js from its CDN (nbviewer). The kernel talks over local IPC sockets (`eelab.lab`), so
-ipykernel has no unencrypted TCP to warn about. Each notebook's wall time is printed: the minutes of the
-notebook table in index.ipynb are these (on a shared 2-core machine: noisy, rounded up).
+Plotly figures keep plotly's own JSON (JupyterLab, VS Code draw it interactively) and get a static PNG
+drawn from it by tools/plotly_png.py (GitHub and nbviewer run no JavaScript); their CDN HTML view is dropped.
 
 A cell that raises stops the run and leaves that notebook unchanged on disk.
 """
@@ -29,6 +27,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from plotly_png import add_pngs, close_browser      # tools/ is sys.path[0] when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDGET = "application/vnd.jupyter.widget-view+json"
@@ -100,6 +99,7 @@ def skipped(cell) -> bool:
 def execute(path: Path, timeout: int = 900) -> int:
     "Run the notebook, normalise its outputs, write it back; the number of outputs kept."
     from eelab.lab import local_kernel_manager
+    previous = json.loads(path.read_text(encoding="utf-8"))     # its PNGs are reused for unchanged figures
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             kernel_manager_class=local_kernel_manager(),
@@ -115,6 +115,7 @@ def execute(path: Path, timeout: int = 900) -> int:
         kept_outputs = [o for o in (normalise_output(o, renumber) for o in cell.outputs) if o is not None]
         cell.outputs = merge_streams(kept_outputs)
         kept += len(cell.outputs)
+    add_pngs(nb, previous=previous)         # a static image/png for GitHub; the CDN text/html goes
     nbformat.write(nb, path)
     subprocess.run([str(Path(sys.executable).with_name("nbdev_clean")), "--fname", str(path)], check=True)
     return kept
@@ -125,12 +126,15 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0")
-    for arg in argv:
-        path = Path(arg).resolve()
-        if not path.exists(): raise SystemExit(f"{arg}: no such notebook")
-        start = time.perf_counter()
-        kept = execute(path)
-        print(f"{arg}: {kept} outputs, {time.perf_counter() - start:.0f} s", flush=True)
+    try:
+        for arg in argv:
+            path = Path(arg).resolve()
+            if not path.exists(): raise SystemExit(f"{arg}: no such notebook")
+            start = time.perf_counter()
+            kept = execute(path)
+            print(f"{arg}: {kept} outputs, {time.perf_counter() - start:.0f} s", flush=True)
+    finally:
+        close_browser()
     return 0
 
 
