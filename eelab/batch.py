@@ -423,23 +423,6 @@ def batch_emit(sr: BatchSpecRun, drafts, n, token):
     sr.accepted.append(n)
     sr.last, sr.pos, sr.c, sr.filled = token, sr.pos + n + 1, sr.c + T, sr.filled + n + 1
 
-# %% ../nbs/14_batch.ipynb #f5fcd3d7
-def batched_self_speculative(model: EarlyExitLM, prompt, n_new: int, draft_len: int = 4, exit_layer=None,
-                             padding_mask=None) -> BatchSpeculationResult:
-    "Greedy self-speculation for a batch (B, P), left padded by `padding_mask`; each row equals `cached`."
-    check_inputs(model, prompt, n_new, 0.0)
-    if not isinstance(draft_len, int) or isinstance(draft_len, bool) or draft_len < 1:
-        raise ConfigError("draft_len", draft_len, "a positive int")
-    e, mask = model.early_exit(exit_layer), check_padding(prompt, padding_mask)
-    B, P = prompt.shape
-    cache = RaggedCache(model, B, P + n_new * (draft_len + 1), prompt.device)
-    run = BatchRun(model, cache, None, 0.0, "skip", "gather", (~mask).sum(1), RowMeters(B, prompt.device), e)
-    out = torch.zeros(B, (n_new + 1) * (draft_len + 1), dtype=torch.long, device=prompt.device)
-    sr = BatchSpecRun(run, draft_len, prompt[:, -1], P - 1 - run.pad, P - 1, out,
-                      torch.zeros(B, dtype=torch.long, device=prompt.device))
-    stamps, seconds = run_timed(model, prompt.device, lambda: _spec_loop(sr, prompt, mask, n_new))
-    return _spec_result(sr, prompt, n_new, stamps, seconds)
-
 # %% ../nbs/14_batch.ipynb #d9bd5bc8
 def _spec_loop(sr: BatchSpecRun, prompt, mask, n_new: int) -> list:
     "Prefill, then rounds until every row has n_new tokens; the time after each (the first: the prefill's)."
@@ -467,3 +450,20 @@ def _spec_result(sr: BatchSpecRun, prompt, n_new: int, stamps: list, seconds: fl
         decode=sum(rows, WorkMeter()), n_layers=run.L, shallow_exit=run.e, flops_per=flop_model(run.model),
         seconds=seconds, batch_strategy="all", padding=run.pad.cpu(), row_work=rows, token_latency=latency,
         draft_len=sr.draft_len, accepted=accepted, round_seconds=round_seconds)
+
+# %% ../nbs/14_batch.ipynb #f5fcd3d7
+def batched_self_speculative(model: EarlyExitLM, prompt, n_new: int, draft_len: int = 4, exit_layer=None,
+                             padding_mask=None) -> BatchSpeculationResult:
+    "Greedy self-speculation for a batch (B, P), left padded by `padding_mask`; each row equals `cached`."
+    check_inputs(model, prompt, n_new, 0.0)
+    if not isinstance(draft_len, int) or isinstance(draft_len, bool) or draft_len < 1:
+        raise ConfigError("draft_len", draft_len, "a positive int")
+    e, mask = model.early_exit(exit_layer), check_padding(prompt, padding_mask)
+    B, P = prompt.shape
+    cache = RaggedCache(model, B, P + n_new * (draft_len + 1), prompt.device)
+    run = BatchRun(model, cache, None, 0.0, "skip", "gather", (~mask).sum(1), RowMeters(B, prompt.device), e)
+    out = torch.zeros(B, (n_new + 1) * (draft_len + 1), dtype=torch.long, device=prompt.device)
+    sr = BatchSpecRun(run, draft_len, prompt[:, -1], P - 1 - run.pad, P - 1, out,
+                      torch.zeros(B, dtype=torch.long, device=prompt.device))
+    stamps, seconds = run_timed(model, prompt.device, lambda: _spec_loop(sr, prompt, mask, n_new))
+    return _spec_result(sr, prompt, n_new, stamps, seconds)

@@ -340,6 +340,20 @@ class SpeculationResult(GenerationResult):
     @property
     def tokens_per_pass(self) -> float: return self.n_new / len(self.passes)
 
+# %% ../nbs/11_speculate.ipynb #b7eb114f
+def _result(s: Speculation, tokens, P, prefill_work, seconds, draft_len) -> SpeculationResult:
+    model, n_new = s.model, tokens.shape[1] - P
+    est, draft_work, verify_work = s.estimator, s.draft_work.read(), s.verify_work.read()
+    return SpeculationResult(
+        method="self_speculative", tokens=tokens, prompt_len=P,
+        token_exits=torch.full((1, n_new), model.n_layers), confidences=torch.full((1, n_new), float("nan")),
+        upper_cached=torch.ones(1, n_new, dtype=torch.bool), prefill=prefill_work,
+        decode=draft_work + verify_work, n_layers=model.n_layers, shallow_exit=s.exit_layer,
+        threshold=s.draft_threshold, seconds=seconds, flops_per=flop_model(model), cache=s.cache,
+        estimator=None if est is None else est.name,
+        reuse=s.reuse, draft_len=draft_len, passes=s.passes, draft_work=draft_work,
+        verify_work=verify_work, thrown_away=s.thrown_away, draft_cache=s.draft_cache)
+
 # %% ../nbs/11_speculate.ipynb #8fba4469
 @patch(as_prop=True)
 def from_draft(self: SpeculationResult) -> torch.Tensor:
@@ -357,17 +371,3 @@ def summary(self: SpeculationResult) -> dict:
             "passes": len(self.passes), "drafted": self.drafted, "accepted": self.accepted,
             "acceptance_rate": self.acceptance_rate, "tokens_per_pass": self.tokens_per_pass,
             "thrown_away_layer_forwards": self.thrown_away.layer_forwards}
-
-# %% ../nbs/11_speculate.ipynb #b7eb114f
-def _result(s: Speculation, tokens, P, prefill_work, seconds, draft_len) -> SpeculationResult:
-    model, n_new = s.model, tokens.shape[1] - P
-    est, draft_work, verify_work = s.estimator, s.draft_work.read(), s.verify_work.read()
-    return SpeculationResult(
-        method="self_speculative", tokens=tokens, prompt_len=P,
-        token_exits=torch.full((1, n_new), model.n_layers), confidences=torch.full((1, n_new), float("nan")),
-        upper_cached=torch.ones(1, n_new, dtype=torch.bool), prefill=prefill_work,
-        decode=draft_work + verify_work, n_layers=model.n_layers, shallow_exit=s.exit_layer,
-        threshold=s.draft_threshold, seconds=seconds, flops_per=flop_model(model), cache=s.cache,
-        estimator=None if est is None else est.name,
-        reuse=s.reuse, draft_len=draft_len, passes=s.passes, draft_work=draft_work,
-        verify_work=verify_work, thrown_away=s.thrown_away, draft_cache=s.draft_cache)

@@ -124,19 +124,6 @@ class TrainStep:
         self.opt.step()
         return loss
 
-# %% ../nbs/05_train.ipynb #a152565b
-def _run_epoch(step: TrainStep, batches, progress, steps, interrupt_after_steps):
-    "One epoch of optimizer steps; returns (mean loss, steps so far). The loss is averaged over processes."
-    total, count = 0.0, 0
-    for batch in batches:
-        loss = step(batch)
-        total, count, steps = total + loss.item(), count + 1, steps + 1
-        progress.update(count, total / count)
-        if interrupt_after_steps is not None and steps >= interrupt_after_steps:
-            raise TrainingInterrupted(f"interrupted after {steps} steps")
-    progress.close()
-    return _mean_over_processes(total / max(count, 1), step.device), steps
-
 # %% ../nbs/05_train.ipynb #f59fb8e2
 def _mean_over_processes(value: float, device) -> float:
     "The mean of `value` over all processes (itself in one process)."
@@ -154,6 +141,34 @@ def _from_rank0(obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+# %% ../nbs/05_train.ipynb #7c4021bb
+def _end_epoch(model, state, best, scores, train_loss, seconds, desc, max_epochs) -> dict:
+    "Record the epoch in `state`; returns the best weights so far."
+    epoch = state["epoch"] + 1
+    row = dict(epoch=epoch, train_loss=train_loss, seconds=seconds, **scores)
+    state["history"].append(row)
+    state["epoch"] = epoch
+    if scores["val_ppl"] < state["best_val"]:
+        state.update(best_val=scores["val_ppl"], best_epoch=epoch, bad_epochs=0)
+        best = state_tensors(model)
+    else: state["bad_epochs"] += 1
+    mean_s = sum(r["seconds"] for r in state["history"]) / len(state["history"])
+    print(_epoch_line(desc, row, scores, epoch, max_epochs, mean_s), flush=True)
+    return best
+
+# %% ../nbs/05_train.ipynb #a152565b
+def _run_epoch(step: TrainStep, batches, progress, steps, interrupt_after_steps):
+    "One epoch of optimizer steps; returns (mean loss, steps so far). The loss is averaged over processes."
+    total, count = 0.0, 0
+    for batch in batches:
+        loss = step(batch)
+        total, count, steps = total + loss.item(), count + 1, steps + 1
+        progress.update(count, total / count)
+        if interrupt_after_steps is not None and steps >= interrupt_after_steps:
+            raise TrainingInterrupted(f"interrupted after {steps} steps")
+    progress.close()
+    return _mean_over_processes(total / max(count, 1), step.device), steps
 
 # %% ../nbs/05_train.ipynb #b83711ec
 def train_phase(model, *, batches, n_batches, loss_fn, score_fn, lr, weight_decay, grad_clip, max_epochs,
@@ -181,21 +196,6 @@ def train_phase(model, *, batches, n_batches, loss_fn, score_fn, lr, weight_deca
     load_tensors(model, best)
     return dict(history=state["history"], epochs_run=state["epoch"], best_epoch=state["best_epoch"],
                 best_val_ppl=state["best_val"])
-
-# %% ../nbs/05_train.ipynb #7c4021bb
-def _end_epoch(model, state, best, scores, train_loss, seconds, desc, max_epochs) -> dict:
-    "Record the epoch in `state`; returns the best weights so far."
-    epoch = state["epoch"] + 1
-    row = dict(epoch=epoch, train_loss=train_loss, seconds=seconds, **scores)
-    state["history"].append(row)
-    state["epoch"] = epoch
-    if scores["val_ppl"] < state["best_val"]:
-        state.update(best_val=scores["val_ppl"], best_epoch=epoch, bad_epochs=0)
-        best = state_tensors(model)
-    else: state["bad_epochs"] += 1
-    mean_s = sum(r["seconds"] for r in state["history"]) / len(state["history"])
-    print(_epoch_line(desc, row, scores, epoch, max_epochs, mean_s), flush=True)
-    return best
 
 # %% ../nbs/05_train.ipynb #427696d0
 def _lm_loss(exit_layer):

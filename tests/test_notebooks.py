@@ -12,9 +12,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import colab_cell, execute_notebooks  # noqa: E402
 
-# Notebooks a reader on GitHub needs the outputs of (issue 8 §2).
-WITH_OUTPUTS = ["index.ipynb", "nbs/06_explorer.ipynb", "nbs/02_model.ipynb", "nbs/03_cache.ipynb",
-                "nbs/04_generate.ipynb"]
+# Notebooks a reader on GitHub needs the outputs of (issue 8 §2): index and every lesson (issue 19), found by
+# glob so that a new lesson is covered the day it is added. Experiments: tests/test_course.py.
+LESSONS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "nbs").glob("[0-9]*.ipynb"))
+WITH_OUTPUTS = ["index.ipynb", *LESSONS]
+# an absolute path of this machine (a temporary folder, a checkout) differs on the next one: print it relative
+LOCAL_PATH = re.compile(r"(?<![\w.])/(?:tmp|home|work|Users|root)/")
 
 
 def _outputs(path: Path) -> list[dict]:
@@ -27,6 +30,11 @@ def _texts(out: dict) -> list[str]:
     return [execute_notebooks._join(v) for k, v in out.get("data", {}).items() if k.startswith("text/")]
 
 
+def test_every_lesson_is_in_with_outputs():
+    # breaks if the glob stops finding the lessons (a rename of nbs/, a new numbering)
+    assert len(LESSONS) >= 30 and "nbs/11_speculate.ipynb" in WITH_OUTPUTS
+
+
 @pytest.mark.parametrize("nb", WITH_OUTPUTS)
 def test_notebook_carries_its_outputs(nb):
     # breaks if the notebook is committed without outputs (run tools/execute_notebooks.py on it)
@@ -35,13 +43,16 @@ def test_notebook_carries_its_outputs(nb):
 
 @pytest.mark.parametrize("nb", WITH_OUTPUTS)
 def test_committed_outputs_are_deterministic(nb):
-    # breaks if an output holds a wall-clock number, a memory address, a raw UUID, a widget view or stderr:
-    # executing the notebook again would change the committed file
+    # breaks if an output holds a wall-clock number, a memory address, a raw UUID, a local path, a widget view
+    # or stderr: executing the notebook again (or on another machine) would change the committed file
     for out in _outputs(ROOT / nb):
         assert execute_notebooks.WIDGET not in out.get("data", {}), f"{nb}: a widget view is committed"
         assert out.get("name") != "stderr", f"{nb}: stderr committed"
         for text in _texts(out):
             assert execute_notebooks.mask_text(text) == text, f"{nb}: unmasked timing/address: {text[:300]!r}"
+            local = LOCAL_PATH.search(text)
+            where = text[max(0, local.start() - 80):local.end() + 80] if local else ""
+            assert not local, f"{nb}: a local path is committed: {where!r}"
             ids = execute_notebooks.UUID.findall(text)
             stray = [u for u in ids if not u.startswith("00000000-0000-4000-8000-")]
             assert not stray, f"{nb}: random ids {stray[:3]}"
@@ -57,6 +68,13 @@ def test_readers_see_the_explorers_static_view_and_the_tour_table():
     readme = build_readme.render()          # what README.md must be (make check-sync compares them)
     assert "| recipe | reported split |" in readme, "index.ipynb: the tour's table is not committed"
     assert "```text\nmined threshold" in readme, "index.ipynb: the explorer's printed line is not committed"
+
+
+def test_local_paths_are_caught():
+    # breaks if the local-path check stops seeing temporary folders or checkouts, or flags relative paths
+    assert LOCAL_PATH.search("resumed from /tmp/tmpr4m96fer/checkpoints")
+    assert LOCAL_PATH.search("PosixPath('/work/wt/x/data')")
+    assert not LOCAL_PATH.search("nbs/experiments/001_kv_cache.ipynb") and not LOCAL_PATH.search("tokens/s")
 
 
 def test_output_normalisation():
