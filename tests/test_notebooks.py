@@ -166,3 +166,16 @@ def test_colab_cell_keeps_a_notebooks_extras(tmp_path):
     assert colab_cell.stale([nb]) == []
     source = "".join(json.loads(nb.read_text())["cells"][0]["source"])
     assert f'EELAB_PIP = "eelab[hf] @ git+{colab_cell.git_url()}"' in source
+
+
+EXPERIMENTS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "nbs" / "experiments").glob("[0-9]*.ipynb"))
+
+
+@pytest.mark.parametrize("nb", WITH_OUTPUTS + EXPERIMENTS)
+def test_every_committed_figure_shows_on_github(nb):
+    # breaks if a plotly figure is committed without its static PNG, or keeps the CDN HTML view that GitHub's
+    # no-JavaScript viewer would pick and show blank (run `make pngs`, or `make outputs`)
+    for out in _outputs(ROOT / nb):
+        data = out.get("data", {})
+        if "application/vnd.plotly.v1+json" not in data: continue
+        assert "image/png" in data and "text/html" not in data, f"{nb}: a plotly figure without its PNG"
