@@ -10,8 +10,8 @@ from .cache import KVCache
 from .estimators import max_softmax
 
 # %% auto #0
-__all__ = ['DTYPES', 'PEAK_N', 'device_sync', 'median_time', 'peak_flops', 'read_bandwidth', 'weight_bytes', 'roof_fraction',
-           'ceiling', 'profile_step', 'explain', 'predict_speculation']
+__all__ = ['DTYPES', 'PEAK_N', 'device_sync', 'median_time', 'peak_flops', 'fast_precision', 'read_bandwidth', 'weight_bytes',
+           'roof_fraction', 'ceiling', 'profile_step', 'explain', 'predict_speculation']
 
 # %% ../nbs/10c_bench_profile.ipynb #9f82de63
 def device_sync(device):
@@ -46,6 +46,14 @@ def peak_flops(dtype="fp32", n: int = 2048, repeats: int = 5, warmup: int = 2, d
         return time.perf_counter() - t0
     for _ in range(warmup): seconds()
     return 2 * n ** 3 / statistics.median(seconds() for _ in range(repeats))
+
+# %% ../nbs/10c_bench_profile.ipynb #d1bd710a
+def fast_precision(device="cpu") -> str:
+    "'bf16' where the device has bf16 kernels (CUDA; a CPU with AVX512-BF16 or AMX), else 'fp32'."
+    if torch.device(device).type == "cuda": return "bf16"
+    cpu = torch.cpu
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")          # private, hence getattr
+    return "bf16" if any(getattr(cpu, p, lambda: False)() for p in probes) else "fp32"
 
 # %% ../nbs/10c_bench_profile.ipynb #b99e8500
 def read_bandwidth(n_bytes: int = 256 * 2 ** 20, repeats: int = 9, device="cpu") -> float:
