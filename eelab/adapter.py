@@ -10,11 +10,11 @@ import torch, torch.nn.functional as F
 from .config import ConfigError, data_dir, atomic_write
 from .data import shakespeare_splits
 from .checkpoint import state_tensors, load_tensors, save_checkpoint, read_checkpoint
-from .drafts import ExitAdapter, Shortlist, frequent_tokens
+from .drafts import AdapterDraft, ExitAdapter, Shortlist, frequent_tokens
 
 # %% auto #0
 __all__ = ['LOSSES', 'FORMAT', 'cache_hidden', 'adapter_logits', 'distill_loss', 'agreement', 'train_adapter', 'save_adapter',
-           'load_adapter', 'text_windows', 'main']
+           'load_adapter', 'text_windows', 'main', 'saved_draft']
 
 # %% ../nbs/16_adapter.ipynb #3ad610d2
 @torch.no_grad()
@@ -236,3 +236,15 @@ def _train_one(model, a, after, cache, held_out, shortlist, cache_s, out: Path) 
     return dict(path=str(path), curve=curve)
 
 if __name__ == "__main__" and "ipykernel" not in sys.modules and "__file__" in globals(): main()
+
+# %% ../nbs/16_adapter.ipynb #30a872dd
+def saved_draft(model, folder, after: int = 4, shortlist: bool = True, stop_below=None) -> AdapterDraft:
+    "The AdapterDraft of the adapter `python -m eelab.adapter` saved in `folder` after layer `after`."
+    path = Path(folder) / f"adapter-after{after}.safetensors"
+    if not path.exists():
+        raise ConfigError("after", after, f"a layer with a saved adapter in {folder} "
+                          f"(train one: python -m eelab.adapter --after {after})")
+    adapter, _ = load_adapter(path, model)
+    listed = Path(folder) / "shortlist.json"
+    short = Shortlist(json.loads(listed.read_text())) if shortlist and listed.exists() else None
+    return AdapterDraft(adapter, short, stop_below)

@@ -47,7 +47,7 @@ def peak_flops(dtype="fp32", n: int = 2048, repeats: int = 5, warmup: int = 2, d
     for _ in range(warmup): seconds()
     return 2 * n ** 3 / statistics.median(seconds() for _ in range(repeats))
 
-# %% ../nbs/10c_bench_profile.ipynb #d1bd710a
+# %% ../nbs/10c_bench_profile.ipynb #dcce47a5
 def fast_precision(device="cpu") -> str:
     "'bf16' where the device has bf16 kernels (CUDA; a CPU with AVX512-BF16 or AMX), else 'fp32'."
     if torch.device(device).type == "cuda": return "bf16"

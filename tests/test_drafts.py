@@ -387,6 +387,16 @@ def test_command(tmp_path):
         assert adapter.after == after and meta["shortlist"] == 12 and meta["curve"] == run["curve"]
     assert len(json.loads((tmp_path / "shortlist.json").read_text())) == 12
     assert text_windows(model.tokenizer, "test", 256, 32).shape == (8, 32)
+    # what the command saved drafts losslessly, in self_speculative and in the explorer's self-spec mode
+    from eelab.adapter import saved_draft
+    from eelab.explorer import Explorer
+    draft, x = saved_draft(model, tmp_path, after=2), torch.tensor([model.tokenizer.encode("ROMEO:")])
+    assert draft.adapter.after == 2 and len(draft.shortlist) == 12
+    assert saved_draft(model, tmp_path, after=1, shortlist=False).shortlist is None
+    ex = Explorer(model, model.tokenizer, prompt="ROMEO:", n_new=10, temperature=0.0, mode="self-spec",
+                  draft_len=3, spec_options=dict(draft_source=draft))
+    assert torch.equal(ex.result.tokens, cached(model, x, 10).tokens) and ex.result.drafted > 0
+    with pytest.raises(ConfigError, match="after=3"): saved_draft(model, tmp_path, after=3)
 
 
 # ---- errors by name ----
