@@ -171,6 +171,10 @@ def test_index_notebook_table_is_a_path_with_links_and_minutes():
         assert (ROOT / path).is_file(), path
         assert re.fullmatch(r"<? ?\d+", minutes), r
         assert can, r
+    # every experiment is a step of the path: breaks if a new one is added to nbs/experiments but not here
+    listed = {re.search(r"\(([^)]+)\)", r).group(1) for r in rows}
+    missing = [nb.name for nb in EXPERIMENTS if nb.relative_to(ROOT).as_posix() not in listed]
+    assert not missing, f"index's path lacks {missing}"
 
 
 # ---- one threshold rule ----
