@@ -237,7 +237,7 @@ def _train_one(model, a, after, cache, held_out, shortlist, cache_s, out: Path) 
 
 if __name__ == "__main__" and "ipykernel" not in sys.modules and "__file__" in globals(): main()
 
-# %% ../nbs/16_adapter.ipynb #30a872dd
+# %% ../nbs/16_adapter.ipynb #0b90c7dc
 def saved_draft(model, folder, after: int = 4, shortlist: bool = True, stop_below=None) -> AdapterDraft:
     "The AdapterDraft of the adapter `python -m eelab.adapter` saved in `folder` after layer `after`."
     path = Path(folder) / f"adapter-after{after}.safetensors"
