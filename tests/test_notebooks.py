@@ -168,7 +168,8 @@ def test_colab_cell_keeps_a_notebooks_extras(tmp_path):
     assert f'EELAB_PIP = "eelab[hf] @ git+{colab_cell.git_url()}"' in source
 
 
-EXPERIMENTS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "nbs" / "experiments").glob("[0-9]*.ipynb"))
+EXPERIMENTS = sorted(p.relative_to(ROOT).as_posix()
+                     for p in (ROOT / "nbs" / "experiments").glob("[0-9]*.ipynb"))
 
 
 @pytest.mark.parametrize("nb", WITH_OUTPUTS + EXPERIMENTS)
