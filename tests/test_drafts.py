@@ -398,7 +398,7 @@ def test_command(tmp_path):
     assert torch.equal(ex.result.tokens, cached(model, x, 10).tokens) and ex.result.drafted > 0
     with pytest.raises(ConfigError, match="after=3"): saved_draft(model, tmp_path, after=3)
     # a model loaded with no early exit at all (only its top) drafts with the adapter or a skip set: the
-    # sources need no exit head of the model's own (broke: self_speculative resolved the shallowest exit first)
+    # sources need no exit head of the model's own (broke: self_speculative resolved the shallowest exit)
     top_only = tiny_random("llama", n_layers=4, seed=0, exit_layers=(4,))
     for source in (saved_draft(top_only, tmp_path, after=2), SkipDraft([0, 1, 3])):
         got = self_speculative(top_only, x, 10, 3, draft_source=source)
