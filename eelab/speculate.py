@@ -58,17 +58,14 @@ def greedy_accept(deep_tokens: torch.Tensor, drafts: torch.Tensor) -> tuple[torc
     return n, deep_tokens.gather(-1, n[..., None]).squeeze(-1)
 
 # %% ../nbs/11_speculate.ipynb #15c6c2a9
-def _check_args(model, prompt, n_new, draft_len, exit_layer, temperature, draft_threshold,
-                own_draft: bool = True) -> int | None:
-    "Raise ConfigError naming the bad argument; return the (shallow) exit layer to draft with (own_draft)."
+def _check_args(model, prompt, n_new, draft_len, temperature, draft_threshold):
+    "Raise ConfigError naming the bad argument (the draft's exit is checked where it is chosen)."
     check_inputs(model, prompt, n_new, temperature)                     # prompt, n_new, temperature
     if prompt.shape[0] != 1:
         raise ConfigError("prompt", f"batch of {prompt.shape[0]}", "batch size 1 (one (1, P) prompt)")
     if isinstance(draft_len, bool) or not isinstance(draft_len, numbers.Integral) or draft_len < 1:
         raise ConfigError("draft_len", draft_len, "an int >= 1 (tokens drafted per verify pass, at most)")
     if draft_threshold is not None: check_threshold(draft_threshold, "draft_threshold")   # None: fixed length
-    if not own_draft: return None                        # a draft source (an adapter, a skip set) drafts
-    return model.early_exit(exit_layer)                                 # an exit below the top
 
 # %% ../nbs/11_speculate.ipynb #793bc121
 @dataclass
@@ -299,9 +296,9 @@ def self_speculative(model: ExitLM, prompt: torch.Tensor, n_new: int, draft_len:
                      reuse: bool = True, estimator=None, draft_threshold: float | None = None,
                      on_step=None, draft_source=None) -> "SpeculationResult":
     "Self-speculative decoding (batch 1): draft with layers 1..exit_layer and its head, verify with the rest."
-    e = _check_args(model, prompt, n_new, draft_len, exit_layer, temperature, draft_threshold,
-                    own_draft=draft_source is None)
-    if draft_source is not None: e = _check_source(draft_source, model, exit_layer, reuse, draft_threshold)
+    _check_args(model, prompt, n_new, draft_len, temperature, draft_threshold)
+    e = model.early_exit(exit_layer) if draft_source is None else \
+        _check_source(draft_source, model, exit_layer, reuse, draft_threshold)   # the layer verifying starts at
     estimator = _estimator(estimator, model, draft_threshold)
     P, L = prompt.shape[1], model.n_layers
     draft_cache = None if reuse else KVCache(e, P + n_new)
