@@ -14,7 +14,7 @@ from .drafts import AdapterDraft, ExitAdapter, Shortlist, frequent_tokens
 
 # %% auto #0
 __all__ = ['LOSSES', 'FORMAT', 'cache_hidden', 'adapter_logits', 'distill_loss', 'agreement', 'train_adapter', 'save_adapter',
-           'load_adapter', 'text_windows', 'main', 'saved_draft']
+           'load_adapter', 'text_windows', 'adapter_folder', 'main', 'saved_draft']
 
 # %% ../nbs/16_adapter.ipynb #3ad610d2
 @torch.no_grad()
@@ -200,6 +200,11 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", default=None, help="folder (default: <data>/adapters/<model>)")
     return ap
 
+# %% ../nbs/16_adapter.ipynb #11024595
+def adapter_folder(model_name: str) -> Path:
+    "Where `python -m eelab.adapter` saves a model's adapters unless told: <data>/adapters/<model name>."
+    return data_dir() / "adapters" / model_name.replace("/", "_")
+
 # %% ../nbs/16_adapter.ipynb #fa80ffb2
 def _load(name: str):
     from eelab.hf import load_pretrained, tiny_random
@@ -218,7 +223,7 @@ def main(argv=None) -> dict:
     cache = cache_hidden(model, train_w, a.after, final=a.loss == "kl")
     held_out = cache_hidden(model, eval_w, a.after)
     cache_s = time.perf_counter() - t0
-    out = Path(a.out or data_dir() / "adapters" / a.model.replace("/", "_"))
+    out = Path(a.out) if a.out else adapter_folder(a.model)
     print(f"cached {train_w.numel()} training tokens in {cache_s:.0f} s", flush=True)
     return {after: _train_one(model, a, after, cache, held_out, shortlist, cache_s, out) for after in a.after}
 
