@@ -15,8 +15,11 @@ churn when a notebook is executed again, so the outputs are normalised:
   warnings with local paths) is dropped; adjacent chunks of printed text are merged into one output
   (how the kernel splits them depends on timing).
 
-Plotly figures keep plotly's own JSON (JupyterLab, VS Code draw it interactively) and get a static PNG
-drawn from it by tools/plotly_png.py (GitHub and nbviewer run no JavaScript); their CDN HTML view is dropped.
+Plotly figures are rendered as plotly's own JSON only (JupyterLab and VS Code draw it interactively), and
+tools/plotly_png.py adds a static PNG drawn from it (GitHub and nbviewer run no JavaScript). The kernel
+talks over local IPC sockets (`eelab.lab`), so ipykernel has no unencrypted TCP to warn about. Each
+notebook's wall time is printed: the minutes of the notebook table in index.ipynb are these (on a shared
+2-core machine: noisy, rounded up).
 
 A cell that raises stops the run and leaves that notebook unchanged on disk.
 """
@@ -32,7 +35,7 @@ from plotly_png import add_pngs, close_browser      # tools/ is sys.path[0] when
 ROOT = Path(__file__).resolve().parents[1]
 WIDGET = "application/vnd.jupyter.widget-view+json"
 WIDGET_NOTE = "[interactive widget: run the notebook to use it; a static view follows where there is one]"
-SETUP = "import plotly.io as _pio\n_pio.renderers.default = 'plotly_mimetype+notebook_connected'\ndel _pio"
+SETUP = "import plotly.io as _pio\n_pio.renderers.default = 'plotly_mimetype'\ndel _pio"
 TIME_UNITS = r"(?:ms|µs|us|ns|s|sec|seconds|tokens/s|tok/s)"
 MASKS = [
     (re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*(?:e-?\d+)?(\s?)(" + TIME_UNITS + r")(?![\w/])"), r"<t>\1\2"),
@@ -115,7 +118,7 @@ def execute(path: Path, timeout: int = 900) -> int:
         kept_outputs = [o for o in (normalise_output(o, renumber) for o in cell.outputs) if o is not None]
         cell.outputs = merge_streams(kept_outputs)
         kept += len(cell.outputs)
-    add_pngs(nb, previous=previous)         # a static image/png for GitHub; the CDN text/html goes
+    add_pngs(nb, previous=previous)         # a static image/png beside plotly's JSON, for GitHub
     nbformat.write(nb, path)
     subprocess.run([str(Path(sys.executable).with_name("nbdev_clean")), "--fname", str(path)], check=True)
     return kept
