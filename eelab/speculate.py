@@ -298,7 +298,7 @@ def self_speculative(model: ExitLM, prompt: torch.Tensor, n_new: int, draft_len:
     "Self-speculative decoding (batch 1): draft with layers 1..exit_layer and its head, verify with the rest."
     _check_args(model, prompt, n_new, draft_len, temperature, draft_threshold)
     e = model.early_exit(exit_layer) if draft_source is None else \
-        _check_source(draft_source, model, exit_layer, reuse, draft_threshold)   # the layer verifying starts at
+        _check_source(draft_source, model, exit_layer, reuse, draft_threshold)   # where verifying starts
     estimator = _estimator(estimator, model, draft_threshold)
     P, L = prompt.shape[1], model.n_layers
     draft_cache = None if reuse else KVCache(e, P + n_new)
