@@ -8,6 +8,7 @@ import statistics, time
 from types import SimpleNamespace
 import torch
 from .estimators import ESTIMATORS as ESTIMATOR_REGISTRY, make_estimator
+from .gemv import split_projections
 from .generate import cached, true_exit
 from .speculate import self_speculative
 from .batch import BATCH_STRATEGIES, batched_true_exit, batched_self_speculative
@@ -229,17 +230,26 @@ def _decode_row(config_name, method, new_tokens, t, ratio, wb, bandwidth, same) 
                      bandwidth=bandwidth, roof_tokens_per_s=bandwidth / wb,
                      roof_fraction=roof_fraction(tps, wb, bandwidth), repeats=t["repeats"], same_tokens=same)
 
+def _split_cached(model, prompt, n: int):
+    "Cached decoding with the model's linear layers split GEMVs (`eelab.gemv`) for this run only."
+    split_projections(model)
+    try: return cached(model, prompt, n)
+    finally: split_projections(model, on=False)
+
 def decode_speed(model, prompt, new_tokens: int, bandwidth: float, repeats: int = 20, warmup: int = 3,
                  config_name: str = "") -> list[DecodeRow]:
-    "Cached decoding's tokens/s and roof fraction; beside HF generate's (interleaved) for an HF subject."
+    "Cached decoding's tokens/s and roof fraction (plain; split on a CPU); beside HF generate's, interleaved."
     methods = {"cached": lambda: cached(model, prompt, new_tokens)}
+    if prompt.device.type == "cpu":                                 # split GEMVs serve CPU decoding only
+        methods["cached_split"] = lambda: _split_cached(model, prompt, new_tokens)
     if hasattr(model, "hf"):                                          # an HF subject: generate is the base
         methods = {"hf_generate": lambda: _hf_generate(model, prompt, new_tokens), **methods}
     timing = time_interleaved(methods, repeats=repeats, warmup=warmup)
     wb, hf = weight_bytes(model), "hf_generate" in methods
-    same = bool(torch.equal(cached(model, prompt, new_tokens).tokens,
-                            _hf_generate(model, prompt, new_tokens).tokens)) if hf else None
+    ref = _hf_generate(model, prompt, new_tokens).tokens if hf else None
+    same = {m: None if ref is None else bool(torch.equal(f().tokens, ref)) for m, f in methods.items()}
     one = dict(median=1.0, q1=1.0, q3=1.0)
-    ratios = {"cached": timing["ratios"]["cached"], "hf_generate": one} if hf else {}
-    return [_decode_row(config_name, m, new_tokens, timing[m], ratios.get(m), wb, bandwidth, same)
+    ratios = dict(timing["ratios"], hf_generate=one) if hf else {}
+    return [_decode_row(config_name, m, new_tokens, timing[m], ratios.get(m), wb, bandwidth, same[m])
             for m in methods]
+

@@ -21,6 +21,7 @@ class WorkMeter:
     confidence_evals: int = 0   # one exit decision computed for one token = 1
     estimator_flops: int = 0    # FLOPs the confidence estimators spent on those decisions
     kv_fills: int = 0           # one token's K/V projected into one layer that did not run = 1
+    head_rows: int = 0          # vocabulary rows a shortlisted head scored, summed over its tokens
 
     def add_layer(self, tokens: int, pairs: int):
         self.layer_forwards += tokens
@@ -55,13 +56,15 @@ class FlopModel:
     attention_pair: int   # per (query, key) pair scored, per layer
     head: int             # one exit head, per token
     kv_fill: int          # one token's K/V projected into one layer that did not run
+    head_row: int         # one vocabulary row of a head, per token (a shortlisted head scores K rows)
 
     def layer_flops(self, context_len: int) -> int: return self.layer + self.attention_pair * context_len
 
     def of(self, meter: WorkMeter) -> int:
         "Total FLOPs of the work a meter counted."
         return (meter.layer_forwards * self.layer + meter.attention_pairs * self.attention_pair
-                + meter.head_evals * self.head + meter.kv_fills * self.kv_fill + meter.estimator_flops)
+                + meter.head_evals * self.head + meter.head_rows * self.head_row
+                + meter.kv_fills * self.kv_fill + meter.estimator_flops)
 
     def relative(self, meter: WorkMeter, baseline: WorkMeter) -> float:
         "FLOPs of `meter` as a fraction of FLOPs of `baseline`."

@@ -83,7 +83,7 @@ def _source_logits(self: DraftSource, s, out) -> tuple[torch.Tensor, torch.Tenso
     "The draft's logits (K,) at the last position of out (1, T, C) and their ids (None: all V)."
     model, e = s.model, self.head_layer(s.model)
     if self.shortlist is None: return model.exit_logits(out[:, -1:], e, s.draft_work)[0, -1], None
-    s.draft_work.head_evals += 1                        # counted as one head (the FLOP model's full size)
+    s.draft_work.head_rows += len(self.shortlist)      # K rows of the head, not a full head
     return self.shortlist.logits(model.head(e), out[0, -1]), self.shortlist.ids
 
 def _one_token(s, token: int, position: int):

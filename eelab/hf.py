@@ -229,7 +229,8 @@ def flop_model(self: HFConfig) -> FlopModel:
     q_o, k_v = 2 * self.dim * self.num_heads * self.head_dim, 2 * self.dim * self.num_kv_heads * self.head_dim
     mlp = (3 if self.family == "llama" else 2) * self.dim * self.ffn_hidden
     return FlopModel(layer=2 * (q_o + k_v + mlp), attention_pair=4 * self.num_heads * self.head_dim,
-                     head=2 * self.dim * self.vocab_size, kv_fill=2 * k_v)
+                     head=2 * self.dim * self.vocab_size, kv_fill=2 * k_v,
+                     head_row=2 * self.dim)
 
 # %% ../nbs/12_hf.ipynb #e195381f
 class HFTokenizer:

@@ -54,7 +54,7 @@ def flop_model(self: ModelConfig) -> FlopModel:
     hidden = self.ffn_mult * self.dim
     C = self.dim
     return FlopModel(layer=2 * (4 * C * C + 3 * C * hidden), attention_pair=4 * C,
-                     head=2 * C * self.vocab_size, kv_fill=2 * C * 2 * C)
+                     head=2 * C * self.vocab_size, kv_fill=2 * C * 2 * C, head_row=2 * C)
 
 # %% ../nbs/02_model.ipynb #b41780d2
 @patch(cls_method=True)

@@ -422,13 +422,15 @@ def test_roof_fraction_from_measured_numbers(hf_tiny_cli):
     assert 1e8 < read_bandwidth(8 * 2 ** 20, repeats=3) < 1e13
     stdout, c = hf_tiny_cli
     rows = {r["method"]: r for r in c["decode_rows"]}
-    assert set(rows) == {"hf_generate", "cached"} and "vs generate" in stdout and "% roof" in stdout
+    assert set(rows) == {"hf_generate", "cached", "cached_split"}
+    assert "vs generate" in stdout and "% roof" in stdout
     for r in rows.values():
         assert r["weight_bytes"] == by_hand and r["same_tokens"] is True       # greedy: the same tokens
         assert r["roof_fraction"] == r["tokens_per_s"] * r["weight_bytes"] / r["bandwidth"]
         assert r["roof_tokens_per_s"] == r["bandwidth"] / r["weight_bytes"]
         assert r["tokens_per_s_q1"] <= r["tokens_per_s"] <= r["tokens_per_s_q3"]
     assert rows["hf_generate"]["vs_generate"] == 1.0 and rows["cached"]["vs_generate"] > 0
+    assert rows["cached_split"]["vs_generate"] > 0
     assert c["cached_tokens_per_s"] == rows["cached"]["tokens_per_s"]
     assert torch.is_tensor(model.embed.weight)
 

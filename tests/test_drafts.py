@@ -140,6 +140,21 @@ def test_shallow_draft_is_the_default_draft():
         assert vars(a.draft_work) == vars(b.draft_work) and vars(a.verify_work) == vars(b.verify_work)
 
 
+def test_a_shortlisted_head_counts_its_rows_not_a_full_head():
+    # the draft's head over K shortlisted tokens is K rows of the head in the FLOP count, not one full head
+    for seed in range(4):
+        model, rng = eelab_model(seed)
+        V, e = model.config.vocab_size, model.exit_layers[0]
+        prompt = torch.randint(0, V, (1, rng.randint(1, 8)))
+        short = Shortlist(sorted(rng.sample(range(V), rng.randint(1, V - 1))))
+        full = self_speculative(model, prompt, 12, draft_len=3, draft_source=ShallowDraft(e))
+        cut = self_speculative(model, prompt, 12, draft_len=3, draft_source=ShallowDraft(e, short))
+        fm = cut.flops_per
+        assert cut.draft_work.head_rows == len(short) * cut.drafted and full.draft_work.head_rows == 0
+        assert full.draft_work.head_evals == full.drafted and cut.draft_work.head_evals == 0
+        assert fm.head_row * V == fm.head          # so K rows cost K / V of a head
+
+
 def test_stop_rule_extremes():
     model, _ = eelab_model(3)
     prompt = torch.randint(0, model.config.vocab_size, (1, 5))
