@@ -54,7 +54,7 @@ def exit_path_rows(exited: torch.Tensor, fill: str, e: int, L: int, estimator, d
                      head_evals=(2 * T - S) if estimator.needs_logits else torch.full_like(S, T),
                      kv_fills=S * (L - e) if fill == "propagate" else torch.zeros_like(S),
                      confidence_evals=torch.full_like(S, T),
-                     estimator_flops=torch.full_like(S, T * decision_flops))
+                     estimator_flops=torch.full_like(S, T * decision_flops), head_rows=torch.zeros_like(S))
 
 # %% ../nbs/09_exits.ipynb #125fff4a
 def exit_path_work(exited: torch.Tensor, fill: str, e: int, L: int, estimator, decision_flops: int):
