@@ -169,7 +169,7 @@ def bench_subject(subject: Subject, s: BenchSpec, bandwidth: float, quiet: bool 
     spec_rows = bench_speculation(model, prompts, s.new_tokens, draft_lens=s.draft_lens, draft_threshold=dt,
                                   **timing) if s.speculation else []
     batch = _batch_rows(subject, s, dev)
-    decode = decode_speed(model, prompts[0], s.new_tokens, bandwidth, s.repeats, s.warmup, name)
+    decode = decode_speed(model, prompts[0], s.new_tokens, bandwidth, s.repeats, s.warmup, name, s.compiled)
     parts = profile_step(model, context=s.prompt_tokens + s.new_tokens // 2)
     _explain_rows(rows, spec_rows, parts, s.new_tokens, model.n_layers)
     c = dict(subject.info, parts=parts, rows=rows, spec_rows=spec_rows, batch_rows=batch, decode_rows=decode,

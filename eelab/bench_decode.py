@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import torch
 from .estimators import ESTIMATORS as ESTIMATOR_REGISTRY, make_estimator
 from .gemv import split_projections
+from .compiled import compile_decoding
 from .generate import cached, true_exit
 from .speculate import self_speculative
 from .batch import BATCH_STRATEGIES, batched_true_exit, batched_self_speculative
@@ -236,12 +237,26 @@ def _split_cached(model, prompt, n: int):
     try: return cached(model, prompt, n)
     finally: split_projections(model, on=False)
 
+
+# %% ../nbs/10d_bench_decode.ipynb #09ec8314
+def _compiled_cached(model, prompt, n: int):
+    "Cached decoding, layers and heads compiled (`eelab.compiled`), split GEMVs on a CPU; this run only."
+    cpu = prompt.device.type == "cpu"
+    split_projections(model, cpu)
+    compile_decoding(model)
+    try: return cached(model, prompt, n)
+    finally:
+        compile_decoding(model, on=False)
+        split_projections(model, on=False)
+
 def decode_speed(model, prompt, new_tokens: int, bandwidth: float, repeats: int = 20, warmup: int = 3,
-                 config_name: str = "") -> list[DecodeRow]:
-    "Cached decoding's tokens/s and roof fraction (plain; split on a CPU); beside HF generate's, interleaved."
+                 config_name: str = "", compiled: bool = False) -> list[DecodeRow]:
+    "Cached decoding's tokens/s and roof fraction (plain; split on a CPU; compiled if asked) beside generate."
     methods = {"cached": lambda: cached(model, prompt, new_tokens)}
     if prompt.device.type == "cpu":                                 # split GEMVs serve CPU decoding only
         methods["cached_split"] = lambda: _split_cached(model, prompt, new_tokens)
+    if compiled:                                                    # the first (warm-up) call compiles
+        methods["cached_compiled"] = lambda: _compiled_cached(model, prompt, new_tokens)
     if hasattr(model, "hf"):                                          # an HF subject: generate is the base
         methods = {"hf_generate": lambda: _hf_generate(model, prompt, new_tokens), **methods}
     timing = time_interleaved(methods, repeats=repeats, warmup=warmup)

@@ -23,6 +23,7 @@ class WorkMeter:
     kv_fills: int = 0           # one token's K/V projected into one layer that did not run = 1
     head_rows: int = 0          # vocabulary rows a shortlisted head scored, summed over its tokens
 
+    @torch.compiler.disable     # a Python tally: kept out of compiled layers' graphs (02c_compile)
     def add_layer(self, tokens: int, pairs: int):
         self.layer_forwards += tokens
         self.attention_pairs += pairs

@@ -1,0 +1,40 @@
+"""Experiment 011 (compiled decoding), re-run by papermill in its smoke variant (a tiny random Llama)."""
+import pytest
+
+pytest.importorskip("transformers", reason="experiment 011 needs the extra: pip install eelab[hf]")
+from eelab.compiled import compiler_found
+
+TIMEOUT_S = 300
+
+pytestmark = [pytest.mark.usefixtures("private_data_dir"),  # conftest: a data folder of its own
+              pytest.mark.skipif(not compiler_found(), reason="torch.compile needs a C++ compiler")]
+
+
+def test_011_smoke(tmp_path):
+    "Breaks if a section fails, a compiled run leaves cached's greedy tokens, or rows and findings disagree."
+    from eelab.lab import run_experiment
+    r = run_experiment("011_compile", tmp_path, dict(smoke=True), timeout=TIMEOUT_S)
+    assert r["experiment"] == "011_compile" and r["smoke"] is True
+    first = {row["method"]: row for row in r["compile_rows"]}
+    assert set(first) == {"cached", "draft"}
+    for row in first.values():
+        assert row["compile_s"] == pytest.approx(row["first_compiled_s"] - row["second_compiled_s"])
+    assert [row["method"] for row in r["decode_rows"]] == ["hf_generate", "cached", "cached_split",
+                                                           "cached_compiled"]
+    assert all(row["same_tokens"] for row in r["decode_rows"])              # greedy: generate's tokens
+    spec = {row["method"]: row for row in r["spec_rows"]}
+    assert set(spec) == {"cached_split", "cached_compiled", "draft_split", "draft_compiled"}
+    assert all(row["same_as_cached"] == 1.0 for row in spec.values())      # lossless, compiled or not
+    assert spec["cached_split"]["over_cached_split"] == 1.0
+    assert spec["cached_compiled"]["over_cached_compiled"] == 1.0
+    for row in spec.values():
+        assert row["q1"] <= row["over_cached_split"] <= row["q3"]
+        assert row["compiled_q1"] <= row["over_cached_compiled"] <= row["compiled_q3"]
+    assert r["goal_reached"] == (spec["draft_compiled"]["compiled_q1"] >= 1.5)
+    assert len(r["found"]) == 4 and ("not reached" in r["found"][-1]) == (not r["goal_reached"])
+
+
+def test_011_bad_parameter_fails_by_name(tmp_path):
+    from eelab.lab import run_experiment
+    with pytest.raises(Exception, match="draft_len"):
+        run_experiment("011_compile", tmp_path, dict(smoke=True, draft_len=0), timeout=TIMEOUT_S)
