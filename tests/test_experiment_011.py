@@ -15,6 +15,7 @@ def test_011_smoke(tmp_path):
     from eelab.lab import run_experiment
     r = run_experiment("011_compile", tmp_path, dict(smoke=True), timeout=TIMEOUT_S)
     assert r["experiment"] == "011_compile" and r["smoke"] is True
+    assert r["config"]["backend"] == "eager"                    # the smoke run's: see the notebook
     first = {row["method"]: row for row in r["compile_rows"]}
     assert set(first) == {"cached", "draft"}
     for row in first.values():
