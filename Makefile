@@ -46,14 +46,13 @@ check-sync: $(STAMP)
 	echo "sync: library, notebooks and README.md are up to date"
 
 nbtest: $(STAMP)
-	# one thread per notebook: nbdev_test runs two notebooks at once on two cores, and OpenMP threads would fight;
-	# Inductor (02c_compile) compiles in its own process, not in a pool that takes the other core
-	OMP_NUM_THREADS=1 TORCHINDUCTOR_COMPILE_THREADS=1 $(VENV)/bin/nbdev_test --timing
+	# one thread per notebook: nbdev_test runs two notebooks at once on two cores, and OpenMP threads would fight
+	OMP_NUM_THREADS=1 $(VENV)/bin/nbdev_test --timing
 
 # Two workers (pytest-xdist), one test file each at a time; one OpenMP thread each, as in nbtest: two cores.
 PYTEST_WORKERS ?= 2
 pytest: $(STAMP)
-	OMP_NUM_THREADS=1 TORCHINDUCTOR_COMPILE_THREADS=1 $(PY) -m pytest tests -q -ra --durations=15 -n $(PYTEST_WORKERS) --dist loadfile
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests -q -ra --durations=15 -n $(PYTEST_WORKERS) --dist loadfile
 
 readme: $(STAMP)
 	$(PY) tools/build_readme.py

@@ -231,32 +231,24 @@ def _decode_row(config_name, method, new_tokens, t, ratio, wb, bandwidth, same) 
                      bandwidth=bandwidth, roof_tokens_per_s=bandwidth / wb,
                      roof_fraction=roof_fraction(tps, wb, bandwidth), repeats=t["repeats"], same_tokens=same)
 
-def _split_cached(model, prompt, n: int):
-    "Cached decoding with the model's linear layers split GEMVs (`eelab.gemv`) for this run only."
+def _switched_cached(model, prompt, n: int, compiled: bool = False):
+    "Cached decoding on split GEMVs (`eelab.gemv`), compiled too if asked (`eelab.compiled`); this run only."
     split_projections(model)
-    try: return cached(model, prompt, n)
-    finally: split_projections(model, on=False)
-
-
-# %% ../nbs/10d_bench_decode.ipynb #09ec8314
-def _compiled_cached(model, prompt, n: int):
-    "Cached decoding, layers and heads compiled (`eelab.compiled`), split GEMVs on a CPU; this run only."
-    cpu = prompt.device.type == "cpu"
-    split_projections(model, cpu)
-    compile_decoding(model)
+    if compiled: compile_decoding(model)
     try: return cached(model, prompt, n)
     finally:
-        compile_decoding(model, on=False)
+        if compiled: compile_decoding(model, on=False)
         split_projections(model, on=False)
 
+# %% ../nbs/10d_bench_decode.ipynb #09ec8314
 def decode_speed(model, prompt, new_tokens: int, bandwidth: float, repeats: int = 20, warmup: int = 3,
                  config_name: str = "", compiled: bool = False) -> list[DecodeRow]:
     "Cached decoding's tokens/s and roof fraction (plain; split on a CPU; compiled if asked) beside generate."
     methods = {"cached": lambda: cached(model, prompt, new_tokens)}
     if prompt.device.type == "cpu":                                 # split GEMVs serve CPU decoding only
-        methods["cached_split"] = lambda: _split_cached(model, prompt, new_tokens)
+        methods["cached_split"] = lambda: _switched_cached(model, prompt, new_tokens)
     if compiled:                                                    # the first (warm-up) call compiles
-        methods["cached_compiled"] = lambda: _compiled_cached(model, prompt, new_tokens)
+        methods["cached_compiled"] = lambda: _switched_cached(model, prompt, new_tokens, compiled=True)
     if hasattr(model, "hf"):                                          # an HF subject: generate is the base
         methods = {"hf_generate": lambda: _hf_generate(model, prompt, new_tokens), **methods}
     timing = time_interleaved(methods, repeats=repeats, warmup=warmup)

@@ -26,8 +26,6 @@ def test_011_smoke(tmp_path):
     spec = {row["method"]: row for row in r["spec_rows"]}
     assert set(spec) == {"cached_split", "cached_compiled", "draft_split", "draft_compiled"}
     assert all(row["same_as_cached"] == 1.0 for row in spec.values())      # lossless, compiled or not
-    assert spec["cached_split"]["over_cached_split"] == 1.0
-    assert spec["cached_compiled"]["over_cached_compiled"] == 1.0
     for row in spec.values():
         assert row["q1"] <= row["over_cached_split"] <= row["q3"]
         assert row["compiled_q1"] <= row["over_cached_compiled"] <= row["compiled_q3"]
