@@ -13,8 +13,8 @@ from .checkpoint import state_tensors, load_tensors, save_checkpoint, read_check
 from .drafts import AdapterDraft, ExitAdapter, Shortlist, frequent_tokens
 
 # %% auto #0
-__all__ = ['LOSSES', 'FORMAT', 'cache_hidden', 'adapter_logits', 'distill_loss', 'agreement', 'train_adapter', 'save_adapter',
-           'load_adapter', 'text_windows', 'adapter_folder', 'main', 'saved_draft']
+__all__ = ['LOSSES', 'FORMAT', 'cache_hidden', 'stored_hidden', 'adapter_logits', 'distill_loss', 'agreement', 'train_adapter',
+           'save_adapter', 'load_adapter', 'text_windows', 'adapter_folder', 'main', 'saved_draft']
 
 # %% ../nbs/16_adapter.ipynb #3ad610d2
 @torch.no_grad()
@@ -31,6 +31,24 @@ def cache_hidden(model, windows: torch.Tensor, afters, final: bool = False, batc
         out["top1"].append(model.exit_logits(h, L).argmax(-1))
         if final: out["final"].append(h)
     return {k: torch.cat(v) for k, v in out.items()}
+
+# %% ../nbs/16_adapter.ipynb #3c538d37
+def stored_hidden(path, model, windows, afters, final: bool = False, name: str = "") -> tuple[dict, bool]:
+    "`cache_hidden` of the windows, read from file `path` when it holds them (else computed, written); read?"
+    want = dict(model=name, shape=list(windows.shape), afters=sorted(afters), final=final)
+    if path is not None and Path(path).exists():
+        tensors, meta = read_checkpoint(path)
+        if (meta["model"], meta["shape"]) == (name, want["shape"]) and set(afters) <= set(meta["afters"]) \
+                and (meta["final"] or not final) and torch.equal(tensors["windows"], windows):
+            keep = [str(a) for a in afters] + ["top1"] + (["final"] if final else [])
+            return {_layer_key(k): tensors[k] for k in keep}, True
+    cache = cache_hidden(model, windows, afters, final)
+    if path is not None:
+        tensors = {str(k): v.contiguous() for k, v in cache.items()} | {"windows": windows.contiguous()}
+        save_checkpoint(path, tensors, want)
+    return cache, False
+
+def _layer_key(name: str): return int(name) if name.isdigit() else name
 
 # %% ../nbs/16_adapter.ipynb #15a1fe69
 LOSSES = ("top1", "kl")
@@ -198,6 +216,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--eval-every", type=int, default=16384, help="training tokens between curve points")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="folder (default: <data>/adapters/<model>)")
+    ap.add_argument("--hidden-cache", default=None,
+                    help="a file keeping the frozen model's pass, read again when it fits (default: none)")
     return ap
 
 # %% ../nbs/16_adapter.ipynb #11024595
@@ -220,22 +240,23 @@ def main(argv=None) -> dict:
     train_w = text_windows(tok, "train", a.tokens, a.seq_len)
     eval_w = text_windows(tok, "test", a.eval_tokens, a.seq_len)
     shortlist = frequent_tokens(train_w, a.shortlist, model.config.vocab_size) if a.shortlist else None
-    cache = cache_hidden(model, train_w, a.after, final=a.loss == "kl")
+    cache, read = stored_hidden(a.hidden_cache, model, train_w, a.after, a.loss == "kl", a.model)
     held_out = cache_hidden(model, eval_w, a.after)
     cache_s = time.perf_counter() - t0
     out = Path(a.out) if a.out else adapter_folder(a.model)
-    print(f"cached {train_w.numel()} training tokens in {cache_s:.0f} s", flush=True)
-    return {after: _train_one(model, a, after, cache, held_out, shortlist, cache_s, out) for after in a.after}
+    print(f"{'read' if read else 'cached'} {train_w.numel()} training tokens in {cache_s:.0f} s", flush=True)
+    return {after: _train_one(model, a, after, cache, held_out, shortlist, cache_s, out, read)
+            for after in a.after}
 
 # %% ../nbs/16_adapter.ipynb #dc2325ad
-def _train_one(model, a, after, cache, held_out, shortlist, cache_s, out: Path) -> dict:
+def _train_one(model, a, after, cache, held_out, shortlist, cache_s, out: Path, read=False) -> dict:
     log = lambda p: print(f"after {after}: {p['tokens']} tokens, {p['train_seconds']:.0f} s, "
                           f"agreement {p['agreement']:.3f}", flush=True)
     adapter, curve = train_adapter(model, cache, after, a.init_from, a.loss, shortlist, a.epochs,
                                    a.batch_size, a.lr, a.seed, a.budget_s, held_out, a.eval_every, log)
     meta = dict(model_name=a.model, loss=a.loss, shortlist=0 if shortlist is None else len(shortlist),
                 train_tokens=int(cache["top1"].numel()), epochs=a.epochs, lr=a.lr, seed=a.seed,
-                cache_seconds=cache_s, curve=curve)
+                cache_seconds=cache_s, hidden_cache_read=read, curve=curve)
     path = save_adapter(out / f"adapter-after{after}.safetensors", adapter, model, **meta)
     if shortlist is not None: atomic_write(out / "shortlist.json", json.dumps(shortlist.ids.tolist()))
     return dict(path=str(path), curve=curve)

@@ -231,10 +231,10 @@ def _decode_row(config_name, method, new_tokens, t, ratio, wb, bandwidth, same) 
                      bandwidth=bandwidth, roof_tokens_per_s=bandwidth / wb,
                      roof_fraction=roof_fraction(tps, wb, bandwidth), repeats=t["repeats"], same_tokens=same)
 
-def _switched_cached(model, prompt, n: int, compiled: bool = False):
+def _switched_cached(model, prompt, n: int, compiled: bool = False, backend: str = "inductor"):
     "Cached decoding on split GEMVs (`eelab.gemv`), compiled too if asked (`eelab.compiled`); this run only."
     split_projections(model)
-    if compiled: compile_decoding(model)
+    if compiled: compile_decoding(model, backend=backend)
     try: return cached(model, prompt, n)
     finally:
         if compiled: compile_decoding(model, on=False)
@@ -242,13 +242,13 @@ def _switched_cached(model, prompt, n: int, compiled: bool = False):
 
 # %% ../nbs/10d_bench_decode.ipynb #09ec8314
 def decode_speed(model, prompt, new_tokens: int, bandwidth: float, repeats: int = 20, warmup: int = 3,
-                 config_name: str = "", compiled: bool = False) -> list[DecodeRow]:
+                 config_name: str = "", compiled: bool = False, backend: str = "inductor") -> list[DecodeRow]:
     "Cached decoding's tokens/s and roof fraction (plain; split on a CPU; compiled if asked) beside generate."
     methods = {"cached": lambda: cached(model, prompt, new_tokens)}
     if prompt.device.type == "cpu":                                 # split GEMVs serve CPU decoding only
         methods["cached_split"] = lambda: _switched_cached(model, prompt, new_tokens)
     if compiled:                                                    # the first (warm-up) call compiles
-        methods["cached_compiled"] = lambda: _switched_cached(model, prompt, new_tokens, compiled=True)
+        methods["cached_compiled"] = lambda: _switched_cached(model, prompt, new_tokens, True, backend)
     if hasattr(model, "hf"):                                          # an HF subject: generate is the base
         methods = {"hf_generate": lambda: _hf_generate(model, prompt, new_tokens), **methods}
     timing = time_interleaved(methods, repeats=repeats, warmup=warmup)

@@ -10,16 +10,16 @@ from .cache import KVCache
 from .estimators import max_softmax
 
 # %% auto #0
-__all__ = ['DTYPES', 'PEAK_N', 'device_sync', 'median_time', 'peak_flops', 'fast_precision', 'read_bandwidth', 'weight_bytes',
-           'roof_fraction', 'ceiling', 'profile_step', 'explain', 'predict_speculation']
+__all__ = ['DTYPES', 'PEAK_N', 'device_sync', 'call_times', 'median_time', 'peak_flops', 'fast_precision', 'read_bandwidth',
+           'weight_bytes', 'roof_fraction', 'ceiling', 'profile_step', 'explain', 'predict_speculation']
 
 # %% ../nbs/10c_bench_profile.ipynb #9f82de63
 def device_sync(device):
     "Wait for the device's queued kernels (CUDA runs asynchronously; a CPU op is done when it returns)."
     if torch.device(device).type == "cuda": torch.cuda.synchronize(device)
 
-def median_time(fn, n: int = 50, device="cpu") -> float:
-    "Median seconds of n calls of fn() after 3 untimed ones."
+def call_times(fn, n: int = 50, device="cpu") -> list[float]:
+    "Seconds of each of n calls of fn(), after 3 untimed ones."
     for _ in range(3): fn()
     out = []
     for _ in range(n):
@@ -28,7 +28,11 @@ def median_time(fn, n: int = 50, device="cpu") -> float:
         fn()
         device_sync(device)
         out.append(time.perf_counter() - t0)
-    return statistics.median(out)
+    return out
+
+def median_time(fn, n: int = 50, device="cpu") -> float:
+    "Median seconds of n calls of fn() after 3 untimed ones."
+    return statistics.median(call_times(fn, n, device))
 
 # %% ../nbs/10c_bench_profile.ipynb #0a9a7aa3
 DTYPES = dict(fp32=torch.float32, bf16=torch.bfloat16)
@@ -57,9 +61,9 @@ def fast_precision(device="cpu") -> str:
 
 # %% ../nbs/10c_bench_profile.ipynb #b99e8500
 def read_bandwidth(n_bytes: int = 256 * 2 ** 20, repeats: int = 9, device="cpu") -> float:
-    "Measured read bandwidth in bytes/s: the median time of summing an fp32 tensor of `n_bytes` bytes."
+    "Measured read bandwidth in bytes/s: the fastest of `repeats` sums of an fp32 tensor of `n_bytes` bytes."
     x = torch.ones(n_bytes // 4, device=device)                             # (n_bytes / 4,) fp32
-    return n_bytes / median_time(lambda: x.sum(), repeats, device)
+    return n_bytes / min(call_times(lambda: x.sum(), repeats, device))
 
 # %% ../nbs/10c_bench_profile.ipynb #c652e9d8
 def weight_bytes(model) -> int:

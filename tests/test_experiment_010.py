@@ -37,3 +37,11 @@ def test_010_bad_rows_fail_by_name(tmp_path):
     from eelab.lab import run_experiment
     with pytest.raises(Exception, match="rows"):
         run_experiment("010_gemv", tmp_path, dict(smoke=True, rows=[0]), timeout=TIMEOUT_S)
+
+
+def test_010_missing_adapter_dir_fails_by_name(tmp_path):
+    "An adapter_dir without the adapter stops the full run before the model loads, not with the bare exit."
+    from eelab.lab import run_experiment
+    missing = dict(smoke=False, adapter_dir=str(tmp_path / "none"))
+    with pytest.raises(Exception, match="adapter_dir=.* is not allowed: a folder holding"):
+        run_experiment("010_gemv", tmp_path, missing, timeout=TIMEOUT_S)
