@@ -39,7 +39,8 @@ def stored_hidden(path, model, windows, afters, final: bool = False, name: str =
     if path is not None and Path(path).exists():
         tensors, meta = read_checkpoint(path)
         if (meta["model"], meta["shape"]) == (name, want["shape"]) and set(afters) <= set(meta["afters"]) \
-                and (meta["final"] or not final) and torch.equal(tensors["windows"], windows):
+                and (meta["final"] or not final) and torch.equal(tensors["windows"], windows) \
+                and _same_model(model, tensors, windows, afters):
             keep = [str(a) for a in afters] + ["top1"] + (["final"] if final else [])
             return {_layer_key(k): tensors[k] for k in keep}, True
     cache = cache_hidden(model, windows, afters, final)
@@ -49,6 +50,11 @@ def stored_hidden(path, model, windows, afters, final: bool = False, name: str =
     return cache, False
 
 def _layer_key(name: str): return int(name) if name.isdigit() else name
+
+def _same_model(model, tensors, windows, afters) -> bool:
+    "Whether `model` makes the stored hidden states of the first window (a name alone can hide new weights)."
+    fresh = cache_hidden(model, windows[:1], afters)
+    return all(torch.allclose(fresh[a], tensors[str(a)][:1], rtol=1e-4, atol=1e-4) for a in afters)
 
 # %% ../nbs/16_adapter.ipynb #15a1fe69
 LOSSES = ("top1", "kl")
