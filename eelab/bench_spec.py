@@ -89,7 +89,7 @@ class BenchSpec(DictConfig):
     draft_threshold: float | None = opt(None, "adaptive drafting's threshold (default: the recipe's exit "
                                         "threshold)", type=float)
     speculation: bool = opt(True, "skip the self-speculation rows", flag="--no-speculation")
-    compiled: bool = opt(False, "add the cached_compiled decode row (torch.compile: 6-19 s in 011's recorded runs)")
+    compiled: bool = opt(False, "add the cached_compiled decode row (compiling: 6-19 s in 011's runs)")
     batch_sizes: tuple = opt((), "add the batch table at these batch sizes (issue 14: 1 4 16 64)", nargs="+",
                              type=int)
     train_steps: tuple | None = opt(None, f"add the training-step table in these precisions among "
