@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import torch
 from .estimators import ESTIMATORS as ESTIMATOR_REGISTRY, make_estimator
 from .gemv import split_projections
+from .rows import kernel_available, row_projections
 from .compiled import compile_decoding
 from .generate import cached, true_exit
 from .speculate import self_speculative
@@ -231,22 +232,27 @@ def _decode_row(config_name, method, new_tokens, t, ratio, wb, bandwidth, same) 
                      bandwidth=bandwidth, roof_tokens_per_s=bandwidth / wb,
                      roof_fraction=roof_fraction(tps, wb, bandwidth), repeats=t["repeats"], same_tokens=same)
 
-def _switched_cached(model, prompt, n: int, compiled: bool = False, backend: str = "inductor"):
-    "Cached decoding on split GEMVs (`eelab.gemv`), compiled too if asked (`eelab.compiled`); this run only."
+def _switched_cached(model, prompt, n: int, compiled: bool = False, backend: str = "inductor",
+                     rows: bool = False):
+    "Cached decoding on split GEMVs (`eelab.gemv`) or the few-row kernel (`eelab.rows`), compiled if asked."
     split_projections(model)
+    if rows: row_projections(model)
     if compiled: compile_decoding(model, backend=backend)
     try: return cached(model, prompt, n)
     finally:
         if compiled: compile_decoding(model, on=False)
+        if rows: row_projections(model, on=False)
         split_projections(model, on=False)
 
 # %% ../nbs/10d_bench_decode.ipynb #09ec8314
 def decode_speed(model, prompt, new_tokens: int, bandwidth: float, repeats: int = 20, warmup: int = 3,
                  config_name: str = "", compiled: bool = False, backend: str = "inductor") -> list[DecodeRow]:
-    "Cached decoding's tokens/s and roof fraction (plain; split on a CPU; compiled if asked) beside generate."
+    "Cached decoding's tokens/s and roof fraction (plain, split, rows, compiled if asked) beside generate."
     methods = {"cached": lambda: cached(model, prompt, new_tokens)}
     if prompt.device.type == "cpu":                                 # split GEMVs serve CPU decoding only
         methods["cached_split"] = lambda: _switched_cached(model, prompt, new_tokens)
+        if kernel_available():                                      # the few-row kernel: where it builds
+            methods["cached_rows"] = lambda: _switched_cached(model, prompt, new_tokens, rows=True)
     if compiled:                                                    # the first (warm-up) call compiles
         methods["cached_compiled"] = lambda: _switched_cached(model, prompt, new_tokens, True, backend)
     if hasattr(model, "hf"):                                          # an HF subject: generate is the base

@@ -137,8 +137,8 @@ class TrainRow(Row):
 class DecodeRow(Row):
     "Plain full-depth decoding of one subject: its speed, beside HF generate and the bandwidth roof."
     config: str                  # benchmark config name
-    method: str                  # cached (eelab's KV-cached decoding), cached_split (the same, split GEMVs)
-                                 # or hf_generate (transformers)
+    method: str                  # cached (eelab's KV-cached decoding), cached_split (the same, split GEMVs),
+                                 # cached_rows (few-row kernel), cached_compiled or hf_generate (transformers)
     tokens_per_s: float          # new tokens / median seconds
     tokens_per_s_q1: float       # new tokens / the third quartile of seconds
     tokens_per_s_q3: float       # new tokens / the first quartile of seconds

@@ -15,7 +15,7 @@ LIB = ROOT / "eelab"
 FLOORS = [
     ["config"],
     ["data", "cost", "gemv", "compiled"],
-    ["model"],
+    ["model", "rows"],
     ["cache", "estimators", "losses"],
     ["generate"],
     ["speculate", "exits", "hf", "drafts"],

@@ -1,0 +1,181 @@
+"""The few-row kernel (issue 18 §1, `02d_rows`): `rows_linear` equals F.linear up to rounding and is
+batch-invariant bit for bit, takes over only 1..8-row fp32 CPU products outside autograd (a compiled
+single row stays Inductor's), keeps every parameter, keys its build by what it depends on, and greedy
+self-speculation under it still returns cached decoding's tokens, for eelab and Hugging Face models and
+every draft source."""
+import random
+
+import pytest, torch
+import torch.nn as nn
+import torch.nn.functional as F
+import eelab.rows as rows
+from eelab.gemv import SplitLinear, split_projections
+from eelab.rows import MAX_KERNEL_ROWS, RowsLinear, kernel_available, row_projections, rows_linear, uses_rows
+from eelab.generate import cached
+from eelab.speculate import self_speculative
+from _random_models import random_model
+
+torch.set_num_threads(1)
+pytestmark = pytest.mark.skipif(not kernel_available(), reason="the few-row kernel needs a C++ compiler")
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_rows_linear_equals_linear_and_is_batch_invariant(seed):
+    g = torch.Generator().manual_seed(seed)
+    rng = random.Random(seed)
+    M, i, o = rng.randint(1, MAX_KERNEL_ROWS), rng.randint(1, 200), rng.choice([1, 3, 8, 50, 576, 1000])
+    shape = rng.choice([(M, i), (1, M, i), (i,)] + ([(2, M // 2, i)] if M % 2 == 0 else []))
+    x, w = torch.randn(shape, generator=g), torch.randn(o, i, generator=g)
+    bias = torch.randn(o, generator=g) if rng.random() < 0.5 else None
+    want, got = F.linear(x, w, bias), rows_linear(x, w, bias)
+    assert got.shape == want.shape
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * i ** 0.5 * 4), (shape, o)
+    flat = x.reshape(-1, i)
+    for r in range(flat.shape[0]):                      # each row alone: the same bits as within the batch
+        assert torch.equal(rows_linear(flat[r:r + 1], w, bias), got.reshape(-1, o)[r:r + 1]), (shape, r)
+
+
+def test_threads_do_not_change_the_bits():
+    x, w = torch.randn(4, 300), torch.randn(700, 300)
+    before = torch.get_num_threads()
+    try:
+        outs = []
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            outs.append(rows_linear(x, w))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(*outs)
+
+
+def test_bad_inputs_name_what_they_got():
+    w = torch.randn(16, 8)
+    cases = ((torch.randn(MAX_KERNEL_ROWS + 1, 8), "1..8 rows"), (torch.randn(2, 7), "in_features, 8"),
+             (torch.randn(2, 8).double(), "float32"))
+    for x, words in cases:
+        with pytest.raises(RuntimeError, match=words):
+            torch.ops.eelab.few_rows(x, w.to(x.dtype))
+
+
+def test_other_products_go_where_they_went():
+    layer = nn.Linear(24, 40)
+    row_projections(layer)
+    assert type(layer) is RowsLinear
+    with torch.no_grad():
+        for x in (torch.randn(MAX_KERNEL_ROWS + 1, 24), torch.randn(40, 24)):
+            assert not uses_rows(x, layer.weight)
+        big = torch.randn(40, 24)
+        assert torch.equal(layer(big), F.linear(big, layer.weight, layer.bias))
+        xb = torch.randn(1, 1, 24).bfloat16()
+        assert torch.equal(layer.bfloat16()(xb), F.linear(xb, layer.weight, layer.bias))
+        layer.float()
+    x = torch.randn(3, 24)
+    assert not uses_rows(x, layer.weight)                               # autograd: F.linear
+    assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))
+    row_projections(layer, on=False)
+    assert type(layer) is nn.Linear
+
+
+def test_training_gradients_unchanged():
+    "A training step under the switch gets F.linear's gradients exactly: autograd never takes the kernel."
+    model, _ = random_model(3)
+    model.train()
+    tokens = torch.randint(0, model.config.vocab_size, (1, 5))
+    grads = []
+    for on in (False, True):
+        row_projections(model, on)
+        model.zero_grad()
+        out = model(tokens)
+        loss = sum(F.cross_entropy(lg[:, :-1].flatten(0, 1), tokens[:, 1:].flatten()) for lg in out.values())
+        loss.backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    row_projections(model, False)
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_switch_keeps_parameters_and_logits_from_split_and_back(seed):
+    model, _ = random_model(seed)
+    state = {k: (v.data_ptr(), v.clone()) for k, v in model.state_dict().items()}
+    tokens = torch.randint(0, model.config.vocab_size, (1, 6))
+    with torch.no_grad(): plain = model(tokens)
+    split_projections(model)                                           # from split, as the benchmark does
+    n = row_projections(model)
+    assert n == sum(isinstance(m, nn.Linear) for m in model.modules()) > 0
+    assert all(type(m) is RowsLinear for m in model.modules() if isinstance(m, nn.Linear))
+    with torch.no_grad(): switched = model(tokens)
+    for k, v in model.state_dict().items():
+        assert v.data_ptr() == state[k][0] and torch.equal(v, state[k][1])
+    for e in plain:
+        assert torch.allclose(plain[e], switched[e], atol=1e-5), e
+    assert row_projections(model, on=False) == n
+    assert not any(type(m) in (RowsLinear, SplitLinear) for m in model.modules())
+
+
+def test_a_subclass_with_its_own_forward_is_left_alone():
+    class Scaled(nn.Linear):
+        def forward(self, x): return 2 * super().forward(x)
+    model = nn.Sequential(nn.Linear(4, 4), Scaled(4, 4))
+    assert row_projections(model) == 1 and type(model[1]) is Scaled
+    row_projections(model, on=False)
+
+
+def test_compiled_one_row_keeps_inductors_gemv_and_more_rows_call_the_kernel():
+    graphs = []
+    def recording(gm, example_inputs):
+        graphs.append({str(node.target) for node in gm.graph.nodes if node.op == "call_function"})
+        return gm
+    layer = RowsLinear(16, 24)
+    compiled = torch.compile(layer, backend=recording, dynamic=False)
+    with torch.no_grad():
+        for T in (1, 3, 9):
+            x = torch.randn(1, T, 16)
+            assert torch.allclose(compiled(x), layer(x), atol=1e-5)
+    assert [any("few_rows" in t for t in g) for g in graphs] == [False, True, False]
+
+
+def test_the_build_is_keyed_by_what_it_depends_on(monkeypatch, tmp_path):
+    compiler = rows.find_compiler()
+    a = rows.kernel_path(compiler, tmp_path)
+    assert rows.kernel_path(compiler, tmp_path) == a and a.parent == tmp_path
+    monkeypatch.setattr(torch, "__version__", "0.0.0-other")
+    assert rows.kernel_path(compiler, tmp_path) != a
+    monkeypatch.undo()
+    monkeypatch.setattr(rows, "ROWS_SOURCE", rows.ROWS_SOURCE + "\n// changed\n")
+    assert rows.kernel_path(compiler, tmp_path) != a
+
+
+def test_no_compiler_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(rows, "find_compiler", lambda: None)
+    with pytest.raises(RuntimeError, match="needs a C\\+\\+ compiler on PATH"):
+        rows.build_kernel(tmp_path)
+
+
+def test_a_failed_build_leaves_nothing_behind(tmp_path):
+    with pytest.raises(RuntimeError, match="failed"):
+        rows.build_kernel(tmp_path, compiler="false")                  # `false` exits 1, writes nothing
+    assert list(tmp_path.iterdir()) == []
+
+
+def _hf(seed):
+    pytest.importorskip("transformers", reason="the HF half needs the extra: pip install eelab[hf]")
+    from eelab.hf import tiny_random
+    rng = random.Random(seed)
+    family = "gpt2" if seed % 3 == 2 else "llama"
+    return tiny_random(family, n_layers=rng.randint(3, 5), seed=seed).eval(), rng
+
+
+@pytest.mark.parametrize("maker,seed", [(random_model, s) for s in range(6)] + [(_hf, s) for s in range(4)])
+def test_greedy_self_speculation_equals_cached_under_the_switch(maker, seed):
+    from test_drafts import random_source
+    model, rng = maker(seed)
+    row_projections(model)
+    try:
+        for k in range(4):
+            prompt = torch.randint(0, model.config.vocab_size, (1, rng.randint(1, 10)))
+            n_new = rng.randint(1, 20)
+            source = random_source(model, rng) if k else None
+            res = self_speculative(model, prompt, n_new, draft_len=rng.randint(1, 6), draft_source=source)
+            assert torch.equal(res.tokens, cached(model, prompt, n_new).tokens), type(source).__name__
+    finally:
+        row_projections(model, on=False)
