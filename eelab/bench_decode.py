@@ -241,8 +241,7 @@ def _switched_cached(model, prompt, n: int, compiled: bool = False, backend: str
     try: return cached(model, prompt, n)
     finally:
         if compiled: compile_decoding(model, on=False)
-        if rows: row_projections(model, on=False)
-        split_projections(model, on=False)
+        split_projections(model, on=False)                          # split or rows: back to nn.Linear
 
 # %% ../nbs/10d_bench_decode.ipynb #09ec8314
 def decode_speed(model, prompt, new_tokens: int, bandwidth: float, repeats: int = 20, warmup: int = 3,

@@ -11,7 +11,8 @@ from .estimators import max_softmax
 
 # %% auto #0
 __all__ = ['DTYPES', 'PEAK_N', 'device_sync', 'call_times', 'median_time', 'peak_flops', 'fast_precision', 'read_bandwidth',
-           'weight_bytes', 'roof_fraction', 'ceiling', 'profile_step', 'explain', 'predict_speculation']
+           'weight_bytes', 'roof_fraction', 'ceiling', 'profile_step', 'explain', 'predict_speculation',
+           'expected_tokens', 'acceptance_for']
 
 # %% ../nbs/10c_bench_profile.ipynb #9f82de63
 def device_sync(device):
@@ -159,3 +160,18 @@ def predict_speculation(row, parts: dict, n_layers: int) -> dict:
         caught_up = int(n == m > 0)
     cached_s = row["new_tokens"] * (n_layers * lay[1] + head[1])
     return dict(cached_s=cached_s, spec_s=spec, speedup=cached_s / spec)
+
+# %% ../nbs/10c_bench_profile.ipynb #0b7d5cc5
+def expected_tokens(acceptance: float, draft_len: int) -> float:
+    "Tokens one pass emits on average with per-token `acceptance` and `draft_len` drafts (standard formula)."
+    a, k = acceptance, draft_len
+    return float(k + 1) if a >= 1 else (1 - a ** (k + 1)) / (1 - a)
+
+def acceptance_for(tokens: float, draft_len: int, steps: int = 60) -> float | None:
+    "The acceptance at which a pass of `draft_len` drafts emits `tokens` on average; None if none does."
+    if tokens > draft_len + 1: return None
+    lo, hi = 0.0, 1.0
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if expected_tokens(mid, draft_len) < tokens else (lo, mid)
+    return (lo + hi) / 2

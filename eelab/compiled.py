@@ -8,14 +8,19 @@ import shutil
 import torch, torch.nn as nn
 
 # %% auto #0
-__all__ = ['COMPILERS', 'RECOMPILE_LIMIT', 'compiler_found', 'compile_modules', 'is_compiled', 'compile_decoding']
+__all__ = ['COMPILERS', 'RECOMPILE_LIMIT', 'find_compiler', 'compiler_found', 'compile_modules', 'is_compiled',
+           'compile_decoding']
 
 # %% ../nbs/02c_compile.ipynb #15fefb05
 COMPILERS = ("g++", "c++", "clang++")    # what Inductor's CPU backend can build its kernels with
 
+def find_compiler() -> str | None:
+    "The path of the first C++ compiler on PATH (g++, c++, clang++), or None."
+    return next((path for path in map(shutil.which, COMPILERS) if path), None)
+
 def compiler_found() -> bool:
     "Whether torch.compile can build CPU kernels here: a C++ compiler on PATH."
-    return any(shutil.which(c) for c in COMPILERS)
+    return find_compiler() is not None
 
 # %% ../nbs/02c_compile.ipynb #dc02cb5e
 def _check_compiler(modules):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch, torch.nn as nn, torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['BLOCKS', 'MAX_ROWS', 'blocks_of', 'split_linear', 'uses_split', 'SplitLinear', 'split_projections']
+__all__ = ['BLOCKS', 'MAX_ROWS', 'blocks_of', 'split_linear', 'uses_split', 'SplitLinear', 'switchable', 'split_projections']
 
 # %% ../nbs/02b_gemv.ipynb #dd09f209
 BLOCKS = 4        # row blocks of a weight: one matmul each, run in parallel by bmm's threads
@@ -39,16 +39,21 @@ def uses_split(x, weight) -> bool:
 # %% ../nbs/02b_gemv.ipynb #2e825e4b
 class SplitLinear(nn.Linear):
     "An nn.Linear whose few-row products run as split GEMVs (`split_linear`); any other input: F.linear."
+    switched = True                      # a class the projection switches may replace (`switchable`)
     def forward(self, x):
         if uses_split(x, self.weight): return split_linear(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
 
 # %% ../nbs/02b_gemv.ipynb #df7e5879
+def switchable(module: nn.Module) -> bool:
+    "A linear layer the switches may change: nn.Linear itself, or a class marked `switched` (not inherited)."
+    return type(module) is nn.Linear or type(module).__dict__.get("switched", False)
+
 def split_projections(model: nn.Module, on: bool = True) -> int:
-    "Switch every nn.Linear of `model` to SplitLinear (on) or back (off); same parameters. How many."
-    switched = 0
+    "Switch every linear layer of `model` to SplitLinear (on) or nn.Linear (off); same parameters. How many."
+    n = 0
     for module in model.modules():
-        if type(module) in (nn.Linear, SplitLinear):
+        if switchable(module):
             module.__class__ = SplitLinear if on else nn.Linear
-            switched += 1
-    return switched
+            n += 1
+    return n

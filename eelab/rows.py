@@ -7,13 +7,13 @@ from __future__ import annotations
 import hashlib, os, platform, shutil, subprocess, sys, tempfile
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
-from .gemv import SplitLinear, split_linear, uses_split
-from .compiled import COMPILERS
+from .gemv import split_linear, switchable, uses_split
+from .compiled import COMPILERS, find_compiler
 
 # %% auto #0
-__all__ = ['MAX_KERNEL_ROWS', 'KERNEL_SOURCE', 'OP_SOURCE', 'ROWS_SOURCE', 'kernel_folder', 'find_compiler', 'build_command',
-           'kernel_path', 'build_kernel', 'load_kernel', 'kernel_loaded', 'kernel_available', 'rows_linear',
-           'uses_rows', 'RowsLinear', 'row_projections']
+__all__ = ['MAX_KERNEL_ROWS', 'KERNEL_SOURCE', 'OP_SOURCE', 'ROWS_SOURCE', 'kernel_folder', 'build_command', 'kernel_path',
+           'build_kernel', 'load_kernel', 'kernel_loaded', 'kernel_available', 'rows_linear', 'uses_rows', 'RowsLinear',
+           'row_projections']
 
 # %% ../nbs/02d_rows.ipynb #b2d4c94c
 MAX_KERNEL_ROWS = 8      # inputs of 1..8 rows (tokens) take the kernel: M running sums fit in registers
@@ -93,10 +93,6 @@ def kernel_folder() -> Path:
     "Where built kernels are kept: $EELAB_KERNELS, else ~/.cache/eelab/kernels."
     return Path(os.environ.get("EELAB_KERNELS") or Path.home() / ".cache" / "eelab" / "kernels")
 
-def find_compiler() -> str | None:
-    "The first C++ compiler on PATH (g++, c++, clang++), or None."
-    return next((shutil.which(c) for c in COMPILERS if shutil.which(c)), None)
-
 # %% ../nbs/02d_rows.ipynb #941b6751
 def build_command(compiler: str, source: Path, target: Path) -> list[str]:
     "The compiler command that builds `source` into the shared library `target` against this torch."
@@ -125,7 +121,7 @@ def kernel_path(compiler: str, folder: Path | None = None) -> Path:
 # %% ../nbs/02d_rows.ipynb #efd445ed
 def build_kernel(folder: Path | None = None, compiler: str | None = None) -> Path:
     "Build the few-row kernel unless this build is kept already; its shared library's path."
-    compiler = compiler or find_compiler()
+    compiler = shutil.which(compiler) if compiler else find_compiler()     # 02c_compile's lookup
     if compiler is None:
         raise RuntimeError(f"the few-row kernel needs a C++ compiler on PATH (one of {', '.join(COMPILERS)}):"
                            " install one (Debian: g++) or keep split products (eelab.gemv)")
@@ -183,21 +179,19 @@ def uses_rows(x, weight) -> bool:
 # %% ../nbs/02d_rows.ipynb #eea36a32
 class RowsLinear(nn.Linear):
     "An nn.Linear on the few-row kernel for 1..8 rows, split GEMVs (eelab.gemv) for 9..32, else F.linear."
+    switched = True                      # the projection switches may replace it (eelab.gemv.switchable)
     def forward(self, x):
         if uses_rows(x, self.weight): return rows_linear(x, self.weight, self.bias)
         if uses_split(x, self.weight): return split_linear(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
 
-# %% ../nbs/02d_rows.ipynb #dfa2fdab
-_LINEAR_FORWARDS = (nn.Linear.forward, SplitLinear.forward, RowsLinear.forward)
-
 # %% ../nbs/02d_rows.ipynb #06f711ec
 def row_projections(model: nn.Module, on: bool = True) -> int:
     "Switch every linear layer of `model` to RowsLinear (on: loads the kernel) or nn.Linear (off). How many."
     if on: load_kernel()
-    switched = 0
+    n = 0
     for module in model.modules():
-        if isinstance(module, nn.Linear) and type(module).forward in _LINEAR_FORWARDS:
+        if switchable(module):
             module.__class__ = RowsLinear if on else nn.Linear
-            switched += 1
-    return switched
+            n += 1
+    return n

@@ -46,21 +46,26 @@ def test_other_products_take_linear_bit_for_bit():
     assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))
 
 
-def test_training_gradients_unchanged():
-    "A training step under the switch gets F.linear's gradients exactly: autograd never takes the split path."
+def gradients_unchanged(switch, T: int = 9) -> bool:
+    "Whether a training step with `switch` on gets F.linear's gradients exactly (autograd keeps F.linear)."
     model, _ = random_model(3)
     model.train()
-    tokens = torch.randint(0, model.config.vocab_size, (2, 9))
+    tokens = torch.randint(0, model.config.vocab_size, (2, T))
     grads = []
     for on in (False, True):
-        split_projections(model, on)
+        switch(model, on)
         model.zero_grad()
         out = model(tokens)
         loss = sum(F.cross_entropy(lg[:, :-1].flatten(0, 1), tokens[:, 1:].flatten()) for lg in out.values())
         loss.backward()
         grads.append([p.grad.clone() for p in model.parameters()])
-    split_projections(model, False)
-    assert all(torch.equal(a, b) for a, b in zip(*grads))
+    switch(model, False)
+    return all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+def test_training_gradients_unchanged():
+    "A training step under the switch gets F.linear's gradients exactly: autograd never takes the split path."
+    assert gradients_unchanged(split_projections)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -81,7 +86,7 @@ def test_switch_keeps_parameters_and_logits(seed):
     assert not any(type(m) is SplitLinear for m in model.modules())
 
 
-def _hf(seed):
+def hf_model(seed):
     pytest.importorskip("transformers", reason="the HF half needs the extra: pip install eelab[hf]")
     from eelab.hf import tiny_random
     rng = random.Random(seed)
@@ -90,7 +95,7 @@ def _hf(seed):
 
 
 def test_hf_model_switches_with_its_tied_head():
-    model, _ = _hf(0)
+    model, _ = hf_model(0)
     hf = model.hf
     tied = hf.lm_head.weight is hf.model.embed_tokens.weight
     n = split_projections(model)
@@ -104,11 +109,14 @@ def test_hf_model_switches_with_its_tied_head():
     assert torch.allclose(ours, theirs, atol=1e-4)
 
 
-@pytest.mark.parametrize("maker,seed", [(random_model, s) for s in range(6)] + [(_hf, s) for s in range(4)])
-def test_greedy_self_speculation_equals_cached_under_the_switch(maker, seed):
+MODELS = [(random_model, s) for s in range(6)] + [(hf_model, s) for s in range(4)]
+
+
+def check_lossless_under(switch, maker, seed):
+    "Greedy self-speculation with `switch` on returns cached decoding's tokens, bare and with random sources."
     from test_drafts import random_source
     model, rng = maker(seed)
-    split_projections(model)
+    switch(model)
     try:
         for k in range(4):
             prompt = torch.randint(0, model.config.vocab_size, (1, rng.randint(1, 10)))
@@ -117,4 +125,9 @@ def test_greedy_self_speculation_equals_cached_under_the_switch(maker, seed):
             res = self_speculative(model, prompt, n_new, draft_len=rng.randint(1, 6), draft_source=source)
             assert torch.equal(res.tokens, cached(model, prompt, n_new).tokens), type(source).__name__
     finally:
-        split_projections(model, on=False)
+        switch(model, on=False)
+
+
+@pytest.mark.parametrize("maker,seed", MODELS)
+def test_greedy_self_speculation_equals_cached_under_the_switch(maker, seed):
+    check_lossless_under(split_projections, maker, seed)

@@ -11,9 +11,8 @@ import torch.nn.functional as F
 import eelab.rows as rows
 from eelab.gemv import SplitLinear, split_projections
 from eelab.rows import MAX_KERNEL_ROWS, RowsLinear, kernel_available, row_projections, rows_linear, uses_rows
-from eelab.generate import cached
-from eelab.speculate import self_speculative
 from _random_models import random_model
+from test_gemv import MODELS, check_lossless_under, gradients_unchanged
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.skipif(not kernel_available(), reason="the few-row kernel needs a C++ compiler")
@@ -78,19 +77,7 @@ def test_other_products_go_where_they_went():
 
 def test_training_gradients_unchanged():
     "A training step under the switch gets F.linear's gradients exactly: autograd never takes the kernel."
-    model, _ = random_model(3)
-    model.train()
-    tokens = torch.randint(0, model.config.vocab_size, (1, 5))
-    grads = []
-    for on in (False, True):
-        row_projections(model, on)
-        model.zero_grad()
-        out = model(tokens)
-        loss = sum(F.cross_entropy(lg[:, :-1].flatten(0, 1), tokens[:, 1:].flatten()) for lg in out.values())
-        loss.backward()
-        grads.append([p.grad.clone() for p in model.parameters()])
-    row_projections(model, False)
-    assert all(torch.equal(a, b) for a, b in zip(*grads))
+    assert gradients_unchanged(row_projections, T=5)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -110,6 +97,10 @@ def test_switch_keeps_parameters_and_logits_from_split_and_back(seed):
         assert torch.allclose(plain[e], switched[e], atol=1e-5), e
     assert row_projections(model, on=False) == n
     assert not any(type(m) in (RowsLinear, SplitLinear) for m in model.modules())
+    row_projections(model)                                             # and split_projections clears rows too
+    assert split_projections(model) == n and all(type(m) is SplitLinear for m in model.modules()
+                                                 if isinstance(m, nn.Linear))
+    assert split_projections(model, on=False) == n and not any(type(m) is RowsLinear for m in model.modules())
 
 
 def test_a_subclass_with_its_own_forward_is_left_alone():
@@ -118,6 +109,9 @@ def test_a_subclass_with_its_own_forward_is_left_alone():
     model = nn.Sequential(nn.Linear(4, 4), Scaled(4, 4))
     assert row_projections(model) == 1 and type(model[1]) is Scaled
     row_projections(model, on=False)
+    class ScaledRows(RowsLinear):                  # inherits RowsLinear, not its mark: a forward of its own
+        def forward(self, x): return 2 * super().forward(x)
+    assert row_projections(nn.Sequential(ScaledRows(4, 4))) == 0
 
 
 def test_compiled_one_row_keeps_inductors_gemv_and_more_rows_call_the_kernel():
@@ -157,25 +151,6 @@ def test_a_failed_build_leaves_nothing_behind(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def _hf(seed):
-    pytest.importorskip("transformers", reason="the HF half needs the extra: pip install eelab[hf]")
-    from eelab.hf import tiny_random
-    rng = random.Random(seed)
-    family = "gpt2" if seed % 3 == 2 else "llama"
-    return tiny_random(family, n_layers=rng.randint(3, 5), seed=seed).eval(), rng
-
-
-@pytest.mark.parametrize("maker,seed", [(random_model, s) for s in range(6)] + [(_hf, s) for s in range(4)])
+@pytest.mark.parametrize("maker,seed", MODELS)
 def test_greedy_self_speculation_equals_cached_under_the_switch(maker, seed):
-    from test_drafts import random_source
-    model, rng = maker(seed)
-    row_projections(model)
-    try:
-        for k in range(4):
-            prompt = torch.randint(0, model.config.vocab_size, (1, rng.randint(1, 10)))
-            n_new = rng.randint(1, 20)
-            source = random_source(model, rng) if k else None
-            res = self_speculative(model, prompt, n_new, draft_len=rng.randint(1, 6), draft_source=source)
-            assert torch.equal(res.tokens, cached(model, prompt, n_new).tokens), type(source).__name__
-    finally:
-        row_projections(model, on=False)
+    check_lossless_under(row_projections, maker, seed)
