@@ -254,6 +254,9 @@ def decode_speed(model, prompt, new_tokens: int, bandwidth: float, repeats: int 
             methods["cached_rows"] = lambda: _switched_cached(model, prompt, new_tokens, rows=True)
     if compiled:                                                    # the first (warm-up) call compiles
         methods["cached_compiled"] = lambda: _switched_cached(model, prompt, new_tokens, True, backend)
+        if "cached_rows" in methods:                                # and compiled on the kernel
+            methods["cached_compiled_rows"] = lambda: _switched_cached(model, prompt, new_tokens, True,
+                                                                       backend, rows=True)
     if hasattr(model, "hf"):                                          # an HF subject: generate is the base
         methods = {"hf_generate": lambda: _hf_generate(model, prompt, new_tokens), **methods}
     timing = time_interleaved(methods, repeats=repeats, warmup=warmup)

@@ -138,7 +138,7 @@ class DecodeRow(Row):
     "Plain full-depth decoding of one subject: its speed, beside HF generate and the bandwidth roof."
     config: str                  # benchmark config name
     method: str                  # cached (eelab's KV-cached decoding), cached_split (the same, split GEMVs),
-                                 # cached_rows (few-row kernel), cached_compiled or hf_generate (transformers)
+                                 # cached_rows (few-row kernel), cached_compiled(_rows) or hf_generate
     tokens_per_s: float          # new tokens / median seconds
     tokens_per_s_q1: float       # new tokens / the third quartile of seconds
     tokens_per_s_q3: float       # new tokens / the first quartile of seconds

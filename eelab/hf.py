@@ -11,7 +11,7 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import patch
 from .config import ConfigError, data_dir
 from .cost import FlopModel
-from .model import ExitLM
+from .model import ExitLM, cached_attention
 
 # %% auto #0
 __all__ = ['FAMILIES', 'OFFLINE_MODELS', 'require_transformers', 'family_of', 'default_exits', 'HFConfig', 'hf_config_of',
@@ -87,7 +87,11 @@ def hf_config_of(c, exit_layers=()) -> HFConfig:
 def attend(q, k, v, scale: float, mask=None, causal: bool = False) -> torch.Tensor:
     "Attention of q (B, nh, T, hs) over k, v (B, nkv, S, hs), each K/V head shared by nh/nkv queries."
     gqa = q.shape[1] != k.shape[1]                  # the kernel shares the heads: no (B, nh, S, hs) copies
-    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale, enable_gqa=gqa)
+    if mask is not None and mask.dim() == 2:        # a cached step: as decoding would, row by row (02_model)
+        y = cached_attention(q, k, v, mask, scale=scale, enable_gqa=gqa)
+    else:
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale,
+                                           enable_gqa=gqa)
     # y: (B, nh, T, hs)
     B, nh, T, hs = y.shape
     return y.transpose(1, 2).reshape(B, T, nh * hs)

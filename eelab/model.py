@@ -11,8 +11,9 @@ from .config import ExperimentConfig, ConfigError
 from .cost import WorkMeter, FlopModel
 
 # %% auto #0
-__all__ = ['FREEZABLE', 'ModelConfig', 'rope_angles', 'apply_rope', 'RMSNorm', 'Attention', 'SwiGLU', 'Block', 'ExitHead',
-           'ExitLM', 'EarlyExitLM', 'extend', 'param_counts']
+__all__ = ['ROW_BY_ROW', 'row_attention', 'FREEZABLE', 'ModelConfig', 'rope_angles', 'apply_rope', 'RMSNorm', 'attend_rows',
+           'cached_attention', 'Attention', 'SwiGLU', 'Block', 'ExitHead', 'ExitLM', 'EarlyExitLM', 'extend',
+           'param_counts']
 
 # %% ../nbs/02_model.ipynb #61d9b71e
 @dataclass
@@ -92,6 +93,37 @@ class RMSNorm(nn.Module):
 
     def forward(self, x): return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
+# %% ../nbs/02_model.ipynb #f91c17b3
+ROW_BY_ROW = 8     # cached steps of 2..8 tokens (verifications) attend row by row on a CPU
+
+def attend_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float | None,
+                enable_gqa: bool) -> torch.Tensor:
+    "Row i of T alone over the first S - T + 1 + i keys (a decode step's call) if mask (T, S) says so."
+    def sdpa(q, k, v, mask=None):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=enable_gqa)
+    T, S = mask.shape
+    seen = range(S - T + 1, S + 1)                                       # decoding's key counts, from shapes
+    if not torch.equal(mask, torch.arange(S) < torch.tensor(seen)[:, None]):
+        return sdpa(q, k, v, mask)                                       # not decoding's masks: one call
+    return torch.cat([sdpa(q[:, :, i:i + 1], k[:, :, :n], v[:, :, :n])   # a decode step's call, per row
+                      for i, n in enumerate(seen)], dim=2)
+
+def _row_attention_op():
+    "attend_rows as the op eelab::row_attention, registered once per process (a notebook may have too)."
+    if hasattr(torch.ops.eelab, "row_attention"): return torch.ops.eelab.row_attention
+    op = torch.library.custom_op("eelab::row_attention", attend_rows, mutates_args=())
+    op.register_fake(lambda q, k, v, mask, scale, enable_gqa: q.new_empty(*q.shape[:-1], v.shape[-1]))
+    return op
+
+row_attention = _row_attention_op()      # torch.compile sees one opaque op: no graph break at the check
+
+def cached_attention(q, k, v, mask=None, scale=None, enable_gqa=False):
+    "Attention of q (B, nh, T, hs) over cached k, v (B, nkv, S, hs), mask (T, S) or none: (B, nh, T, hs)."
+    if mask is None or q.device.type != "cpu" or q.shape[2] > ROW_BY_ROW:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=enable_gqa)
+    rows = row_attention if torch.compiler.is_compiling() else attend_rows     # eager: no dispatch cost
+    return rows(q, k, v, mask, scale, enable_gqa)
+
 # %% ../nbs/02_model.ipynb #6bef51fc
 class Attention(nn.Module):
     def __init__(self, mc: ModelConfig):
@@ -109,7 +141,7 @@ class Attention(nn.Module):
         else:
             k, v, key_positions = layer_cache.append(k, v, positions)     # (B, nh, S, hs), (S,)
             mask = None if T == 1 else key_positions[None, :] <= positions[:, None]   # (T, S)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            y = cached_attention(q, k, v, mask)                            # (B, nh, T, hs)
             pairs = B * (k.shape[2] if mask is None else mask.sum())   # a device count, read later
         if meter is not None: meter.add_layer(B * T, pairs)
         return self.merge(y)

@@ -22,11 +22,12 @@ def test_011_smoke(tmp_path):
     for row in first.values():
         assert row["compile_s"] == pytest.approx(row["first_compiled_s"] - row["second_compiled_s"])
     rows = ["cached_rows"] if kernel_available() else []          # the few-row kernel, where it builds
+    compiled = ["cached_compiled", *("cached_compiled_rows" for _ in rows)]
     assert [row["method"] for row in r["decode_rows"]] == ["hf_generate", "cached", "cached_split", *rows,
-                                                           "cached_compiled"]
+                                                           *compiled]
     assert all(row["same_tokens"] for row in r["decode_rows"])              # greedy: generate's tokens
     bf16 = {row["method"]: row for row in r["bf16"]["decode_rows"]}
-    assert list(bf16) == ["hf_generate", "cached", "cached_split", *rows, "cached_compiled"]
+    assert list(bf16) == ["hf_generate", "cached", "cached_split", *rows, *compiled]
     assert all(row["same_tokens"] for row in bf16.values())                # bf16: bf16 generate's tokens
     assert 2 * r["bf16"]["weight_bytes"] == r["decode_rows"][0]["weight_bytes"]   # half the bytes
     assert bf16["cached"]["roof_tokens_per_s"] == pytest.approx(2 * r["decode_rows"][0]["roof_tokens_per_s"])

@@ -1,8 +1,9 @@
-"""The few-row kernel (issue 18 §1, `02d_rows`): `rows_linear` equals F.linear up to rounding and is
-batch-invariant bit for bit, takes over only 1..8-row fp32 CPU products outside autograd (a compiled
-single row stays Inductor's), keeps every parameter, keys its build by what it depends on, and greedy
-self-speculation under it still returns cached decoding's tokens, for eelab and Hugging Face models and
-every draft source."""
+"""The few-row kernel (issue 18 §1, `02d_rows`): `rows_linear` equals F.linear up to rounding (fp32) or
+one bf16 rounding step of the fp32 product of the same bf16 numbers (bf16), is batch- and thread-invariant
+bit for bit, takes over only 1..8-row CPU products of one kernel dtype outside autograd (a compiled single
+row stays Inductor's), keeps every parameter, keys its build by what it depends on, and greedy
+self-speculation under it still returns cached decoding's tokens, for eelab and Hugging Face models, in
+fp32 and bf16, and every draft source."""
 import random
 
 import pytest, torch
@@ -34,8 +35,27 @@ def test_rows_linear_equals_linear_and_is_batch_invariant(seed):
         assert torch.equal(rows_linear(flat[r:r + 1], w, bias), got.reshape(-1, o)[r:r + 1]), (shape, r)
 
 
-def test_threads_do_not_change_the_bits():
-    x, w = torch.randn(4, 300), torch.randn(700, 300)
+@pytest.mark.parametrize("seed", range(12))
+def test_bf16_is_one_rounding_step_from_the_fp32_product_and_batch_invariant(seed):
+    "bf16 widens exactly and the fp32 kernel's sum is rounded once: within half a bf16 step of the product."
+    g = torch.Generator().manual_seed(seed)
+    rng = random.Random(seed)
+    M, i, o = rng.randint(1, MAX_KERNEL_ROWS), rng.randint(1, 200), rng.choice([1, 3, 8, 50, 576])
+    x = torch.randn(rng.choice([(M, i), (1, M, i)]), generator=g).bfloat16()
+    w = torch.randn(o, i, generator=g).bfloat16()
+    got, exact = rows_linear(x, w), F.linear(x.float(), w.float())
+    assert got.dtype == torch.bfloat16 and got.shape == exact.shape
+    step = exact.abs().clamp_min(1e-30) * 2 ** -8                      # half a bf16 step, and fp32 sums
+    assert ((got.float() - exact).abs() <= step + 1e-5 * i).all(), (M, i, o)
+    assert torch.equal(got, rows_linear(x.float(), w.float()).bfloat16())   # the fp32 kernel's sums, rounded
+    flat = x.reshape(-1, i)
+    for r in range(flat.shape[0]):
+        assert torch.equal(rows_linear(flat[r:r + 1], w), got.reshape(-1, o)[r:r + 1]), (M, r)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_threads_do_not_change_the_bits(dtype):
+    x, w = torch.randn(4, 300).to(dtype), torch.randn(700, 300).to(dtype)
     before = torch.get_num_threads()
     try:
         outs = []
@@ -50,10 +70,12 @@ def test_threads_do_not_change_the_bits():
 def test_bad_inputs_name_what_they_got():
     w = torch.randn(16, 8)
     cases = ((torch.randn(MAX_KERNEL_ROWS + 1, 8), "1..8 rows"), (torch.randn(2, 7), "in_features, 8"),
-             (torch.randn(2, 8).double(), "float32"))
+             (torch.randn(2, 8).double(), "both float32 or both bfloat16"))
     for x, words in cases:
         with pytest.raises(RuntimeError, match=words):
             torch.ops.eelab.few_rows(x, w.to(x.dtype))
+    with pytest.raises(RuntimeError, match="got BFloat16 and Float"):
+        torch.ops.eelab.few_rows(torch.randn(2, 8).bfloat16(), w)
 
 
 def test_other_products_go_where_they_went():
@@ -65,8 +87,15 @@ def test_other_products_go_where_they_went():
             assert not uses_rows(x, layer.weight)
         big = torch.randn(40, 24)
         assert torch.equal(layer(big), F.linear(big, layer.weight, layer.bias))
-        xb = torch.randn(1, 1, 24).bfloat16()
-        assert torch.equal(layer.bfloat16()(xb), F.linear(xb, layer.weight, layer.bias))
+        layer.bfloat16()
+        for T in (1, MAX_KERNEL_ROWS):                                  # bf16 few rows: the kernel
+            xb = torch.randn(1, T, 24).bfloat16()
+            assert uses_rows(xb, layer.weight)
+            assert torch.equal(layer(xb), rows_linear(xb, layer.weight, layer.bias))
+        xb = torch.randn(1, MAX_KERNEL_ROWS + 1, 24).bfloat16()         # more: F.linear (split is fp32 only)
+        assert torch.equal(layer(xb), F.linear(xb, layer.weight, layer.bias))
+        assert not uses_rows(xb[:, :2], layer.weight.half())            # other or mixed dtypes: no
+        assert not uses_rows(xb[:, :2].float(), layer.weight)
         layer.float()
     x = torch.randn(3, 24)
     assert not uses_rows(x, layer.weight)                               # autograd: F.linear
@@ -114,18 +143,20 @@ def test_a_subclass_with_its_own_forward_is_left_alone():
     assert row_projections(nn.Sequential(ScaledRows(4, 4))) == 0
 
 
-def test_compiled_one_row_keeps_inductors_gemv_and_more_rows_call_the_kernel():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_compiled_fp32_one_row_keeps_inductors_gemv_and_more_rows_call_the_kernel(dtype):
     graphs = []
     def recording(gm, example_inputs):
         graphs.append({str(node.target) for node in gm.graph.nodes if node.op == "call_function"})
         return gm
-    layer = RowsLinear(16, 24)
+    layer = RowsLinear(16, 24).to(dtype)
     compiled = torch.compile(layer, backend=recording, dynamic=False)
     with torch.no_grad():
         for T in (1, 3, 9):
-            x = torch.randn(1, T, 16)
-            assert torch.allclose(compiled(x), layer(x), atol=1e-5)
-    assert [any("few_rows" in t for t in g) for g in graphs] == [False, True, False]
+            x = torch.randn(1, T, 16).to(dtype)
+            assert torch.allclose(compiled(x).float(), layer(x).float(), atol=1e-5 if T > 1 else 2e-2)
+    one_row = dtype == torch.bfloat16                      # Inductor's own bf16 GEMV is slow: the kernel
+    assert [any("few_rows" in t for t in g) for g in graphs] == [one_row, True, False]
 
 
 def test_the_build_is_keyed_by_what_it_depends_on(monkeypatch, tmp_path):
@@ -154,3 +185,46 @@ def test_a_failed_build_leaves_nothing_behind(tmp_path):
 @pytest.mark.parametrize("maker,seed", MODELS)
 def test_greedy_self_speculation_equals_cached_under_the_switch(maker, seed):
     check_lossless_under(row_projections, maker, seed)
+
+
+def in_bf16(maker):
+    "The same random models, cast to bf16 (the kernel's other dtype)."
+    def make(seed):
+        model, rng = maker(seed)
+        return model.to(torch.bfloat16), rng
+    return make
+
+
+@pytest.mark.parametrize("maker,seed", [(in_bf16(m), s) for m, s in MODELS[:3] + MODELS[6:8]])
+def test_greedy_self_speculation_equals_cached_in_bf16_under_the_switch(maker, seed):
+    "bf16 verification runs the same bf16 products as decoding, row for row: still token-identical."
+    check_lossless_under(row_projections, maker, seed)
+
+
+def stepped(model, ids, context, chunks):
+    "The top layer's hidden states of ids[:, context:] fed after `context` cached tokens, in `chunks`."
+    from eelab.cache import KVCache
+    L = model.n_layers
+    cache, outs, p = KVCache(L, ids.shape[1]), [], context
+    with torch.no_grad():
+        model.forward_layers(model.embed(ids[:, :context]), 0, L, torch.arange(context), cache)
+        for c in chunks:
+            h = model.embed(ids[:, p:p + c])
+            outs.append(model.forward_layers(h, 0, L, torch.arange(p, p + c), cache))
+            p += c
+    return torch.cat(outs, 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("maker,seed", MODELS[:3] + MODELS[6:9])
+def test_a_verification_step_equals_decoding_bit_for_bit(maker, seed, dtype):
+    "Breaks if a few-token cached step is not the one-token steps' arithmetic (masked attention, MKL rows)."
+    model, rng = maker(seed)
+    model.to(dtype)
+    row_projections(model)
+    try:
+        T, context = rng.randint(2, MAX_KERNEL_ROWS), rng.randint(1, 12)
+        ids = torch.randint(0, model.config.vocab_size, (1, context + T))
+        assert torch.equal(stepped(model, ids, context, [T]), stepped(model, ids, context, [1] * T))
+    finally:
+        row_projections(model, on=False)
