@@ -39,6 +39,12 @@ static inline __m256 load8(const bf16* w) {                            // 8 halv
   __m128i half = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w));
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(half), 16));
 }
+static inline float hsum(__m256 a, __m256 b) {                         // the 16 lanes of a + b, added
+  __m256 ab = _mm256_add_ps(a, b);
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(ab), _mm256_extractf128_ps(ab, 1));
+  s = _mm_hadd_ps(s, s);
+  return _mm_cvtss_f32(_mm_hadd_ps(s, s));
+}
 #endif
 """
 
@@ -53,17 +59,22 @@ static void few_rows_kernel(const float* x, const W* Wt, Y* y, int64_t N, int64_
     float sum[M];
     int64_t k = 0;
 #if defined(__AVX2__) && defined(__FMA__)
-    __m256 acc[M];
-    for (int m = 0; m < M; m++) acc[m] = _mm256_setzero_ps();
+    __m256 acc[M], acc2[M];                                // acc2: bf16's second sum (fp32: zeros)
+    for (int m = 0; m < M; m++) acc[m] = acc2[m] = _mm256_setzero_ps();
+    if constexpr (sizeof(W) == 2) {                        // bf16: two sums hide the FMA's latency
+      for (; k + 16 <= K; k += 16) {
+        __m256 wk = load8(w + k), wk2 = load8(w + k + 8);
+        for (int m = 0; m < M; m++) {
+          acc[m] = _mm256_fmadd_ps(wk, _mm256_loadu_ps(x + m * K + k), acc[m]);
+          acc2[m] = _mm256_fmadd_ps(wk2, _mm256_loadu_ps(x + m * K + k + 8), acc2[m]);
+        }
+      }
+    }
     for (; k + 8 <= K; k += 8) {
       __m256 wk = load8(w + k);                            // 8 weights, loaded once for all M rows
       for (int m = 0; m < M; m++) acc[m] = _mm256_fmadd_ps(wk, _mm256_loadu_ps(x + m * K + k), acc[m]);
     }
-    for (int m = 0; m < M; m++) {                          // the 8 lanes of each sum, added
-      __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[m]), _mm256_extractf128_ps(acc[m], 1));
-      s = _mm_hadd_ps(s, s);
-      sum[m] = _mm_cvtss_f32(_mm_hadd_ps(s, s));
-    }
+    for (int m = 0; m < M; m++) sum[m] = hsum(acc[m], acc2[m]);
 #else
     for (int m = 0; m < M; m++) sum[m] = 0.0f;
 #endif
