@@ -14,10 +14,10 @@ from .cost import WorkMeter, reference_cost
 # %% auto #0
 __all__ = ['REFERENCE', 'ANCHOR', 'SMOKE_RUN', 'REFERENCE_COLUMN', 'ANCHOR_COLUMN', 'EXIT_COLOURS', 'SMOKE_FINDINGS',
            'NOISE_FACTOR', 'MIN_ROUNDS', 'TABLES', 'passed_parameters', 'read_parameters', 'in_test', 'smoke_default',
-           'resolve_parameters', 'spread', 'time_interleaved', 'fake_exit_over_split', 'side_by_side', 'eelab_column',
-           'pct', 'exit_strip', 'plain', 'write_results', 'reported_prompt', 'common_results', 'findings',
-           'training_table', 'timing_verdict', 'exp001_table', 'true_exit_table', 'speed_table', 'comparison_table',
-           'flaws_table', 'tables_for']
+           'resolve_parameters', 'spread', 'time_ratio', 'time_interleaved', 'fake_exit_over_split', 'side_by_side',
+           'eelab_column', 'pct', 'exit_strip', 'plain', 'write_results', 'reported_prompt', 'common_results',
+           'findings', 'training_table', 'timing_verdict', 'exp001_table', 'true_exit_table', 'speed_table',
+           'comparison_table', 'flaws_table', 'tables_for']
 
 # %% ../nbs/07_report.ipynb #0d333a9e
 REFERENCE = dict(  # the reference experiment reports, WikiText-2 (nbs/reference/experiments.md)
@@ -99,6 +99,11 @@ def spread(xs: list[float]) -> dict:
     q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
     return dict(median=statistics.median(xs), q1=q[0], q3=q[2], min=min(xs), max=max(xs), repeats=len(xs))
 
+# %% ../nbs/07_report.ipynb #1a98136a
+def time_ratio(timing: dict, a: str, b: str) -> dict:
+    "The spread of method a's time over method b's, round by round, in one time_interleaved set `timing`."
+    return spread([x / y for x, y in zip(timing[a]["all"], timing[b]["all"])])
+
 # %% ../nbs/07_report.ipynb #a8618e50
 def time_interleaved(methods: dict, repeats: int = 20, warmup: int = 3) -> dict:
     """{name: spread of seconds} for callables returning a result with `.seconds`; rounds alternate the order.
@@ -109,8 +114,7 @@ def time_interleaved(methods: dict, repeats: int = 20, warmup: int = 3) -> dict:
             seconds = methods[name]().seconds
             if r >= warmup: times[name].append(seconds)
     out = {n: spread(t) | dict(all=t) for n, t in times.items()}
-    base = names[0]
-    out["ratios"] = {n: spread([a / b for a, b in zip(times[base], times[n])]) for n in names[1:]}
+    out["ratios"] = {n: time_ratio(out, names[0], n) for n in names[1:]}
     return out
 
 # %% ../nbs/07_report.ipynb #74841760

@@ -153,7 +153,10 @@ def test_compiled_fp32_one_row_keeps_inductors_gemv_and_more_rows_call_the_kerne
     with torch.no_grad():
         for T in (1, 3, 9):
             x = torch.randn(1, T, 16).to(dtype)
-            assert torch.allclose(compiled(x).float(), layer(x).float(), atol=1e-5 if T > 1 else 2e-2)
+            if dtype == torch.float32 and T == 1:                    # Inductor's GEMV against the kernel
+                assert torch.allclose(compiled(x), layer(x), atol=1e-5)
+            else:                                                    # the same product compiled or not
+                assert torch.equal(compiled(x), layer(x))
     one_row = dtype == torch.bfloat16                      # Inductor's own bf16 GEMV is slow: the kernel
     assert [any("few_rows" in t for t in g) for g in graphs] == [one_row, True, False]
 
